@@ -1,0 +1,1 @@
+"""Subcommands of ``wsss`` (see :mod:`wsss.cli`)."""

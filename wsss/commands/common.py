@@ -1,0 +1,29 @@
+"""Arguments shared by subcommands: config files and dotted overrides."""
+
+from __future__ import annotations
+
+import argparse
+
+from wsss.config import Config, load_config
+from wsss.errors import WsssError
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    parser.add_argument("--config", "-c", action="append", default=[], metavar="FILE",
+                        required=required,
+                        help="YAML config file (repeatable; later files override earlier ones)")
+    parser.add_argument("--set", "-s", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="override one config value, e.g. --set train_cls.lr=0.01 (repeatable)")
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    return load_config(Config, args.config, args.overrides)
+
+
+def not_available(name: str, issue: str):
+    """``run`` for a stage that this version does not ship yet: a clear error, not a crash."""
+
+    def run(args: argparse.Namespace) -> int:
+        raise WsssError(f"'{name}' is not available in this version of wsss yet ({issue})")
+
+    return run

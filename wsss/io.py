@@ -1,0 +1,151 @@
+"""File I/O shared by every stage: atomic writes, palette label PNGs, images, saliency, npz maps.
+
+Every writer goes through :func:`atomic_write`: data is written to a temporary file in the target
+folder and renamed over the target, so an interrupted run never leaves a truncated file that looks
+complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from wsss.errors import DataError
+
+IGNORE = 255
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[io.IOBase]:
+    """Open a temporary file next to ``path``; on success rename it to ``path`` (atomic on POSIX)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_write(path, "wb") as f:
+        f.write(data)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def _open_image(path: Path, what: str) -> Image.Image:
+    if not path.is_file():
+        raise DataError(f"{what} missing: expected {path}")
+    try:
+        img = Image.open(path)
+        img.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{what} unreadable or truncated: {path} ({exc})") from None
+    return img
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an RGB image. Returns ``(H, W, 3) uint8``."""
+    img = _open_image(Path(path), "image")
+    return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+
+
+def read_saliency(path: str | os.PathLike) -> np.ndarray:
+    """Read a grayscale saliency map. Returns ``(H, W) uint8`` in 0..255."""
+    img = _open_image(Path(path), "saliency map")
+    if img.mode not in ("L", "P", "I", "I;16", "1"):
+        img = img.convert("L")
+    arr = np.asarray(img)
+    if arr.dtype != np.uint8:
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    return arr.copy()
+
+
+def read_label(path: str | os.PathLike, what: str = "label map") -> np.ndarray:
+    """Read a label map stored as palette/grayscale PNG. Returns ``(H, W) uint8`` of class indices.
+
+    Palette PNGs are read as their indices (not colours); RGB label images are refused because
+    their colours are ambiguous.
+    """
+    img = _open_image(Path(path), what)
+    if img.mode in ("RGB", "RGBA"):
+        raise DataError(f"{what} {path} is an RGB image; expected a palette or grayscale PNG of class indices")
+    arr = np.asarray(img)
+    if arr.ndim != 2:
+        raise DataError(f"{what} {path} has shape {arr.shape}; expected a single-channel map")
+    if arr.dtype != np.uint8:
+        if arr.min() < 0 or arr.max() > 255:
+            raise DataError(f"{what} {path} has values outside 0..255")
+        arr = arr.astype(np.uint8)
+    return arr.copy()
+
+
+def write_label(path: str | os.PathLike, label: np.ndarray, palette: np.ndarray | None = None) -> None:
+    """Write ``(H, W)`` integer labels (0..C, 255 = ignore) as a palette PNG, atomically.
+
+    ``palette`` is ``(256, 3) uint8``; without one a grayscale PNG is written.
+    """
+    label = np.asarray(label)
+    if label.ndim != 2:
+        raise ValueError(f"label must be 2-D, got shape {label.shape}")
+    if label.size and (label.min() < 0 or label.max() > 255):
+        raise ValueError("label values must be in 0..255")
+    img = Image.fromarray(label.astype(np.uint8), mode="L")
+    if palette is not None:
+        img = img.convert("P")
+        img.putpalette(np.asarray(palette, dtype=np.uint8).reshape(-1).tolist())
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def write_gray(path: str | os.PathLike, arr: np.ndarray) -> None:
+    """Write a ``(H, W) uint8`` map (e.g. a saliency map) as grayscale PNG, atomically."""
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(arr, dtype=np.uint8), mode="L").save(buf, format="PNG")
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def write_image(path: str | os.PathLike, rgb: np.ndarray, quality: int = 95) -> None:
+    """Write an ``(H, W, 3) uint8`` RGB image (JPEG or PNG by suffix), atomically."""
+    path = Path(path)
+    fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
+    buf = io.BytesIO()
+    kw = {"quality": quality} if fmt == "JPEG" else {}
+    Image.fromarray(np.asarray(rgb, dtype=np.uint8), mode="RGB").save(buf, format=fmt, **kw)
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
+    """Save arrays as a compressed ``.npz``, atomically."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Load every array of an ``.npz`` file into a dict (no pickles)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"map file missing: expected {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError) as exc:
+        raise DataError(f"map file unreadable: {path} ({exc})") from None
