@@ -15,7 +15,7 @@ from wsss.errors import WsssError
 
 # Order = order in `wsss --help`: the pipeline stages first, then the drivers and tools.
 COMMAND_MODULES = (
-    "data", "weights", "train_cls", "cams", "labels", "crf", "train_seg", "predict", "eval",
+    "data", "weights", "train_cls", "train_iam", "cams", "labels", "crf", "train_seg", "predict", "eval",
     "run", "demo", "report",
 )
 

@@ -50,7 +50,7 @@ class ModelConfig:
     output_stride: int = 8
     pretrained: str = ""              # a weight file, a known name (e.g. "imagenet"), or "" (random)
     freeze_bn: bool = True            # BatchNorm in eval mode, affine frozen (EPS, DeepLab)
-    freeze_prefixes: list[str] = field(default_factory=list)  # parameters frozen by name prefix
+    frozen_stages: int = 0            # stop gradients in the first N backbone stages (EPS ResNet-38: 2)
 
 
 @dataclass
@@ -105,6 +105,138 @@ class EvalConfig:
 
 
 @dataclass
+class IAMTrainConfig:
+    """NSROM's integral attention model (METHODS B.2), trained on the accumulated OAA maps."""
+
+    epochs: int = 15
+    lr: float = 1e-3                     # backbone weights; biases 2x, head 10x/20x (as train_cls)
+    batch_size: int = 5
+    out: str = "iam"                     # run-dir folder of its checkpoints and final weights
+    attention: str = "oaa"               # run-dir folder of the exported accumulated maps
+
+
+@dataclass
+class CamsConfig:
+    """`wsss cams`: per-image class maps (METHODS A.4 for EPS/CAM, B.2 inference for NSROM)."""
+
+    split: str = "train"
+    checkpoint: str = "classifier/final.pt"   # relative to the run dir, or absolute
+    out: str = "cams"                         # <run>/<out>/<id>.npz
+    scales: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
+    flip: bool = True
+    nsrom_size: int = 256                     # NSROM official: single scale, square input
+    nsrom_multiscale: bool = False            # NSROM: use `scales`/`flip` instead of one pass
+    iam_checkpoint: str = "iam/final.pt"      # NSROM: the IAM whose maps are the OA-CAMs
+    oa_out: str = "oa_cams"                   # NSROM: <run>/<oa_out>/<id>.npz
+    batch_passes: bool = True                 # run all scales/flips of an image as few batches
+    workers: int = 0                          # DataLoader workers for image decoding
+    overwrite: bool = False
+
+
+@dataclass
+class LabelsConfig:
+    """`wsss labels`: pseudo labels from maps (EPS A.4, NSROM BE+POM B.3-B.4, NSRM B.5)."""
+
+    method: Literal["eps", "cam", "nsrom", "nsrm"] = "eps"
+    split: str = "train"
+    cams: str = "cams"                 # maps of the classifier (EPS/CAM maps, NSROM plain CAMs)
+    oa_cams: str = "oa_cams"           # NSROM: OA-CAMs for background extraction
+    out: str = "labels"
+    thr: float = 0.20                  # EPS/CAM constant background score
+    pom: bool = False                  # Potential Object Mining (on by default in nsrom configs)
+    be_fg_thr: float = 0.3
+    be_conflict_thr: float = 0.9
+    be_sal_att_thr: int = 32
+    be_att_thr: float = 0.8
+    pom_t_bg: float = 0.3
+    min_fraction: float = 0.01         # images with fewer class pixels become all 255 (nsrom, nsrm)
+    nsrm_pred: str = "pred_r1"         # NSRM: round-1 predictions on the training split
+    nsrm_labels: str = "labels"        # NSRM: the round-1 pseudo labels
+    nsrm_kernel: int = 30
+    workers: int = 0
+    overwrite: bool = False
+
+
+@dataclass
+class CrfStageConfig:
+    """`wsss crf`: dense CRF (DeepLab-v2 values, METHODS A.4) over a folder of labels/probabilities."""
+
+    split: str = "train"
+    input: str = "labels"              # folder of <id>.png labels or <id>.npz probabilities
+    out: str = "labels_crf"
+    iterations: int = 10
+    gaussian_sxy: float = 1.0
+    gaussian_compat: float = 3.0
+    bilateral_sxy: float = 67.0
+    bilateral_srgb: float = 3.0
+    bilateral_compat: float = 4.0
+    gt_prob: float = 0.7               # confidence given to a hard label when the input is labels
+    workers: int = 2
+    overwrite: bool = False
+
+
+@dataclass
+class SegTrainConfig:
+    """`wsss train-seg`: DeepLab-v2 on pseudo labels (METHODS B.5)."""
+
+    labels: str = "labels"             # the pseudo-label folder (run-relative or absolute)
+    supervision: Literal["weak", "full"] = "weak"   # full = train on data.mask_dir on purpose
+    split: str = "train"
+    out: str = "segmenter"
+    backbone: str = "resnet101"
+    output_stride: int = 8
+    pretrained: str = ""
+    aspp_rates: tuple[int, ...] = (6, 12, 18, 24)
+    msc_scales: tuple[float, ...] = (1.0, 0.75, 0.5)
+    iterations: int = 20000
+    batch_size: int = 5
+    accumulate: int = 2
+    num_workers: int = 2
+    lr: float = 2.5e-4
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    poly_power: float = 0.9
+    backbone_lr_mult: tuple[float, float] = (1.0, 1.0)
+    head_lr_mult: tuple[float, float] = (10.0, 20.0)
+    crop_size: int = 321
+    scale_range: tuple[float, float] = (0.5, 1.5)
+    flip: bool = True
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    freeze_bn: bool = True
+    checkpoint_every: int = 1000
+    log_every: int = 20
+
+
+@dataclass
+class PredictConfig:
+    """`wsss predict`: full-resolution multi-scale prediction with a trained segmenter."""
+
+    split: str = "val"
+    checkpoint: str = "segmenter/final.pt"
+    out: str = "pred"
+    scales: tuple[float, ...] = (1.0, 0.75, 0.5)
+    flip: bool = False
+    save_probs: bool = False           # also <out>_probs/<id>.npz for the CRF
+    workers: int = 0
+    overwrite: bool = False
+
+
+@dataclass
+class EvalConfig:
+    """`wsss eval` inside a run: which folder is compared with the ground truth, and how."""
+
+    split: str = "val"
+    pred: str = "pred"
+    boundary_tolerance: int = 2
+    context_dir: str = ""              # context masks (e.g. SegmentationContext), relative to data.root
+    context_classes: str = ""          # their class names (e.g. context.json), relative to data.root
+    pairs: list[str] = field(default_factory=list)   # "target:context" names, e.g. "train:rails"
+    top_pairs: int = 0
+    workers: int = 2
+
+
+@dataclass
 class Config:
     """A whole experiment."""
 
@@ -112,4 +244,11 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train_cls: ClassifierTrainConfig = field(default_factory=ClassifierTrainConfig)
+    iam: IAMTrainConfig = field(default_factory=IAMTrainConfig)
+    cams: CamsConfig = field(default_factory=CamsConfig)
+    labels: LabelsConfig = field(default_factory=LabelsConfig)
+    crf: CrfStageConfig = field(default_factory=CrfStageConfig)
+    train_seg: SegTrainConfig = field(default_factory=SegTrainConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
