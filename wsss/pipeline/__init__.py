@@ -1,0 +1,1 @@
+"""`wsss run`: ordered stages with fingerprints, skipping, invalidation and resume."""
