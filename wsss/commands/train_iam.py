@@ -4,18 +4,38 @@ from __future__ import annotations
 
 import argparse
 
-from wsss.commands.common import add_config_arguments, not_available
+from wsss.commands.common import add_config_arguments, config_from_args
+from wsss.engine.distributed import get_rank
 
 NAME = "train-iam"
 HELP = "train NSROM's integral attention model on the accumulated attention maps"
 DESCRIPTION = HELP + """.
 
-Input: <run>/oaa/ accumulated attention maps written by `wsss train-cls` with method nsrom.
-Output: <run>/iam/ checkpoints and final weights; its maps are the OA-CAMs."""
+Input: the training images (data.*) and <run>/<iam.attention>/<id>.npz (default oaa/), the maps
+that `wsss train-cls` with train_cls.method=nsrom exported. Same model.* and
+train_cls.square_size as that classifier.
+Output, in <run>/<iam.out> (default iam/): last.pt, final.pt (head iam: its maps are the
+OA-CAMs of `wsss cams`), metrics.jsonl, train_iam.log, tensorboard/train_iam/.
+
+An existing last.pt is resumed unless --no-resume. Multi-process: torchrun --nproc_per_node N
+-m wsss.cli train-iam ... (iam.batch_size is the global batch)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
+    parser.add_argument("--no-resume", action="store_true",
+                        help="start from iteration 0 even when <out>/last.pt exists (it is overwritten)")
 
 
-run = not_available(NAME, "NSROM issue")
+def run(args: argparse.Namespace) -> int:
+    from wsss.stages.context import stage_context
+    from wsss.stages.train_iam import check_iam_config, train_iam
+
+    cfg = config_from_args(args)
+    check_iam_config(cfg)  # before the run directory is created
+    ctx = stage_context(cfg, args.config)
+    final = train_iam(ctx, resume=not args.no_resume)
+    if get_rank() == 0:
+        print(f"train-iam: final weights {final}")
+        print(f"train-iam: checkpoints, metrics.jsonl and logs in {final.parent}")
+    return 0
