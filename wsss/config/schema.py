@@ -86,22 +86,12 @@ class ClassifierTrainConfig:
     lam: float = 0.5                  # EPS foreground/background balance (COCO: 0.9)
     checkpoint_every: int = 500
     log_every: int = 20
-
-
-@dataclass
-class EvalConfig:
-    """`wsss eval`: how predictions are scored (METHODS.md A.5 and Part C)."""
-
-    boundary: bool = True             # boundary precision / recall / F1
-    tolerance: float = 2.0            # boundary match distance in pixels
-    boundary_gt_dir: str = ""         # "" = boundaries of the GT masks; else <id>.mat (SBD) / <id>.png maps
-    context_dir: str = ""             # context masks for the co-occurrence ratio (e.g. SegmentationContext)
-    context_classes: str = ""         # their class names (context.json {index: name} or a list)
-    pairs: list[str] = field(default_factory=list)   # target:context, e.g. boat:water
-    top_pairs: int = 0                # also report the N pairs with the most false positives
-    crop: bool = False                # size mismatch: false = error, true = crop as the EPS evaluator
-    workers: int = 0                  # processes; 0 = one per usable CPU
-    protocol: dict[str, Any] = field(default_factory=dict)  # post_processing, scales, initialisation, ...
+    out: str = "classifier"           # run-dir folder: last.pt, final.pt, metrics.jsonl, logs
+    oaa_out: str = "oaa"              # nsrom: run-dir folder of the exported accumulated maps
+    oaa_skip_below: float = 0.1       # nsrom: a class with sigmoid(logit) below this is not accumulated
+    # Under DDP, trainable BatchNorm layers (NSROM's GloRe unit) normalise each rank's share of the
+    # batch (false, like the official DataParallel code) or the global batch (true).
+    sync_bn: bool = False
 
 
 @dataclass
@@ -144,12 +134,18 @@ class LabelsConfig:
     out: str = "labels"
     thr: float = 0.20                  # EPS/CAM constant background score
     pom: bool = False                  # Potential Object Mining (on by default in nsrom configs)
+    # POM's plain CAMs; "" = labels.cams. For eps/cam + POM, the maps that made the label leave POM
+    # (nearly) nothing to mine, so point this at another classifier's maps (e.g. a CAM run's cams).
+    pom_cams: str = ""
     be_fg_thr: float = 0.3
     be_conflict_thr: float = 0.9
     be_sal_att_thr: int = 32
     be_att_thr: float = 0.8
     pom_t_bg: float = 0.3
     min_fraction: float = 0.01         # images with fewer class pixels become all 255 (nsrom, nsrm)
+    # eps / cam (+ pom): also apply the min_fraction rule. Off = as EPS (no 255 from it); nsrom and
+    # nsrm always apply it.
+    eps_min_fraction: bool = False
     nsrm_pred: str = "pred_r1"         # NSRM: round-1 predictions on the training split
     nsrm_labels: str = "labels"        # NSRM: the round-1 pseudo labels
     nsrm_kernel: int = 30
@@ -218,22 +214,38 @@ class PredictConfig:
     scales: tuple[float, ...] = (1.0, 0.75, 0.5)
     flip: bool = False
     save_probs: bool = False           # also <out>_probs/<id>.npz for the CRF
+    # classes kept in the probabilities: all = the C+1 softmax (default, no image labels used);
+    # labelled = background + the image-level label's classes, renormalised, and the PNG is the
+    # argmax over them too (training splits only, where image labels are the weak supervision)
+    probs_classes: Literal["all", "labelled"] = "all"
     workers: int = 0
     overwrite: bool = False
 
 
 @dataclass
 class EvalConfig:
-    """`wsss eval` inside a run: which folder is compared with the ground truth, and how."""
+    """`wsss eval` (alone or inside a run): which folder is compared with the ground truth, and how
+    (METHODS.md A.5 and Part C)."""
 
     split: str = "val"
     pred: str = "pred"
-    boundary_tolerance: int = 2
+    boundary: bool = True              # boundary precision / recall / F1
+    boundary_tolerance: float = 2.0    # boundary match distance in pixels
+    boundary_gt_dir: str = ""          # "" = boundaries of the GT masks; else <id>.mat (SBD) / <id>.png maps
     context_dir: str = ""              # context masks (e.g. SegmentationContext), relative to data.root
     context_classes: str = ""          # their class names (e.g. context.json), relative to data.root
     pairs: list[str] = field(default_factory=list)   # "target:context" names, e.g. "train:rails"
     top_pairs: int = 0
-    workers: int = 2
+    crop: bool = False                 # size mismatch: false = error, true = crop as the EPS evaluator
+    workers: int = 2                   # processes; 0 = one per usable CPU
+    protocol: dict[str, Any] = field(default_factory=dict)  # post_processing, scales, initialisation, ...
+
+
+@dataclass
+class PipelineConfig:
+    """`wsss run`: the ordered steps, each ``{name, stage, set: [key=value, ...]}``."""
+
+    steps: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -251,4 +263,4 @@ class Config:
     train_seg: SegTrainConfig = field(default_factory=SegTrainConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)

@@ -1,0 +1,47 @@
+"""`run_pipeline`: load a config, plan its steps, run them, and print the summary."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+from wsss.config import Config, load_config
+from wsss.engine.runinfo import write_run_info
+from wsss.pipeline.planner import parse_steps
+from wsss.pipeline.runner import describe_plan, execute, make_plan
+from wsss.pipeline.summary import format_table, write_summary
+from wsss.stages.context import run_dir_for
+
+
+def run_pipeline(config_paths: Sequence[str | Path], overrides: Sequence[str] = (), *,
+                 start_from: str | None = None, only: str | None = None, dry_run: bool = False,
+                 log: Callable[[str], None] = print, base: dict | None = None) -> dict:
+    """Run (or, with ``dry_run``, only plan) the pipeline of a config. Returns
+    ``{"run_dir", "plan", "records", "summary"}``."""
+    cfg = load_config(Config, list(config_paths), list(overrides), base=base)
+    steps = parse_steps(cfg.pipeline.steps)
+    run_dir = run_dir_for(cfg, list(config_paths))
+    planned = make_plan(cfg, steps, run_dir, start_from=start_from, only=only)
+    log(f"run {run_dir}: {len(steps)} steps")
+    log(describe_plan(planned))
+    result: dict = {"run_dir": run_dir, "plan": planned, "records": [], "summary": []}
+    if dry_run:
+        return result
+    rank = int(os.environ.get("RANK", "0"))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_run_info(run_dir, cfg, device=cfg.run.device, world_size=world)
+    result["records"] = execute(planned, run_dir, log=log)
+    if rank == 0:
+        rows, path = write_summary(run_dir, [s.name for s in steps if s.stage == "eval"])
+        result["summary"] = rows
+        if rows:
+            log("\n" + format_table(rows))
+        log(f"outputs in {run_dir} (summary: {path})")
+    if world > 1:
+        from wsss.engine.distributed import cleanup
+
+        cleanup()
+    return result
