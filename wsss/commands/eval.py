@@ -10,6 +10,7 @@ from wsss.commands.common import add_config_arguments, config_from_args
 from wsss.config.schema import Config
 from wsss.data.classes import DatasetInfo, dataset_info
 from wsss.errors import WsssError
+from wsss.stages.evaluate import context_class_file, data_relative
 
 NAME = "eval"
 HELP = "evaluate predicted label maps against ground truth (mIoU, P/R, boundary F1, ...)"
@@ -96,26 +97,6 @@ def _protocol(items: list[str], base: dict) -> dict:
     return out
 
 
-def _config_path(value: str, cfg: Config) -> str | None:
-    """A path from the eval section: as given if absolute or present, else under data.root."""
-    if not value:
-        return None
-    path = Path(value).expanduser()
-    if path.is_absolute() or path.exists() or not cfg.data.root:
-        return str(path)
-    return str(Path(cfg.data.root).expanduser() / path)
-
-
-def _context_classes(args_value: str | None, cfg_value: str | None, context_dir: str) -> str:
-    if args_value or cfg_value:
-        return args_value or cfg_value
-    for candidate in (Path(context_dir).parent / "context.json", Path(context_dir) / "context.json"):
-        if candidate.is_file():
-            return str(candidate)
-    raise WsssError(f"no context class names for {context_dir}: pass --context-classes FILE "
-                    f"(no context.json beside or inside it)")
-
-
 def run(args: argparse.Namespace) -> int:
     from wsss.evaluation import evaluate
 
@@ -130,14 +111,14 @@ def run(args: argparse.Namespace) -> int:
         gt = str(Path(cfg.data.root) / cfg.data.mask_dir)
         if split is None:
             split = _split_path(ev.split, cfg)
-    context = args.context or _config_path(ev.context_dir, cfg)
-    context_classes = (_context_classes(args.context_classes, _config_path(ev.context_classes, cfg), context)
+    context = args.context or data_relative(cfg, ev.context_dir)
+    context_classes = (context_class_file(args.context_classes or data_relative(cfg, ev.context_classes), context)
                        if context else None)
     result = evaluate(
         args.pred, gt, info=info, split=split, pred_ext=args.pred_ext, gt_ext=args.gt_ext,
         boundary=ev.boundary and not args.no_boundary,
         tolerance=ev.boundary_tolerance if args.tolerance is None else args.tolerance,
-        boundary_gt_dir=args.boundary_gt or _config_path(ev.boundary_gt_dir, cfg),
+        boundary_gt_dir=args.boundary_gt or data_relative(cfg, ev.boundary_gt_dir),
         context_dir=context, context_names=context_classes,
         pairs=list(args.pairs) or list(ev.pairs),
         top_pairs=ev.top_pairs if args.top_pairs is None else args.top_pairs,

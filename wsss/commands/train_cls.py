@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from wsss.commands.common import add_config_arguments, config_from_args
-from wsss.engine.distributed import get_rank
 
 NAME = "train-cls"
 HELP = "train a classifier (cam | eps | nsrom) on image-level labels"
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     check_classifier_config(cfg)  # before the run directory is created
     ctx = stage_context(cfg, args.config)
     final = train_classifier(ctx, resume=not args.no_resume)
-    if get_rank() == 0:
+    if int(os.environ.get('RANK', '0')) == 0:
         out = final.parent
         print(f"train-cls: final weights {final}")
         print(f"train-cls: checkpoints, metrics.jsonl and logs in {out} (TensorBoard: {out / 'tensorboard'})")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from wsss.commands.common import add_config_arguments, config_from_args
-from wsss.engine.distributed import get_rank
 
 NAME = "train-iam"
 HELP = "train NSROM's integral attention model on the accumulated attention maps"
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     check_iam_config(cfg)  # before the run directory is created
     ctx = stage_context(cfg, args.config)
     final = train_iam(ctx, resume=not args.no_resume)
-    if get_rank() == 0:
+    if int(os.environ.get('RANK', '0')) == 0:
         print(f"train-iam: final weights {final}")
         print(f"train-iam: checkpoints, metrics.jsonl and logs in {final.parent}")
     return 0

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from wsss.config import Config
-from wsss.data.voc import build_dataset_info
 from wsss.errors import WsssError
 from wsss.stages.context import StageContext
 
@@ -39,6 +38,7 @@ def context_class_file(given: str | None, context_dir: str) -> str:
 
 def evaluate_step(ctx: StageContext, name: str, out_json: Path) -> dict[str, Any]:
     """Evaluate ``<run>/<eval.pred>`` on ``eval.split``; write ``out_json``; return its dict."""
+    from wsss.data.voc import build_dataset_info
     from wsss.evaluation import evaluate
 
     cfg, ev = ctx.cfg, ctx.cfg.eval
