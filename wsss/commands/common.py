@@ -16,6 +16,12 @@ def add_config_arguments(parser: argparse.ArgumentParser, required: bool = False
                         help="override one config value, e.g. --set train_cls.lr=0.01 (repeatable)")
 
 
+def add_resume_argument(parser: argparse.ArgumentParser) -> None:
+    """``--no-resume`` for training commands (by default an existing last.pt is resumed)."""
+    parser.add_argument("--no-resume", action="store_true",
+                        help="start from iteration 0 even when <out>/last.pt exists (it is overwritten)")
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
     return load_config(Config, args.config, args.overrides)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from wsss.commands.common import add_config_arguments, config_from_args
+from wsss.commands.common import add_config_arguments, add_resume_argument, config_from_args
 
 NAME = "train-cls"
 HELP = "train a classifier (cam | eps | nsrom) on image-level labels"
@@ -24,8 +24,7 @@ unless --no-resume. Multi-process: torchrun --nproc_per_node N -m wsss.cli train
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
-    parser.add_argument("--no-resume", action="store_true",
-                        help="start from iteration 0 even when <out>/last.pt exists (it is overwritten)")
+    add_resume_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

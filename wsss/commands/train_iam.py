@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from wsss.commands.common import add_config_arguments, config_from_args
+from wsss.commands.common import add_config_arguments, add_resume_argument, config_from_args
 
 NAME = "train-iam"
 HELP = "train NSROM's integral attention model on the accumulated attention maps"
@@ -23,8 +23,7 @@ An existing last.pt is resumed unless --no-resume. Multi-process: torchrun --npr
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
-    parser.add_argument("--no-resume", action="store_true",
-                        help="start from iteration 0 even when <out>/last.pt exists (it is overwritten)")
+    add_resume_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from wsss.commands.common import add_config_arguments, config_from_args
+from wsss.commands.common import add_config_arguments, add_resume_argument, config_from_args
 
 NAME = "train-seg"
 HELP = "train a DeepLab segmentation network on pseudo labels"
@@ -29,8 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the working directory, else a folder inside the run directory")
     parser.add_argument("--supervision", choices=("weak", "full"),
                         help="weak: pseudo labels (default); full: the ground truth, on purpose")
-    parser.add_argument("--no-resume", action="store_true",
-                        help="start from iteration 0 even when <out>/last.pt exists (it is overwritten)")
+    add_resume_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
