@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -51,6 +51,11 @@ class PlannedStep:
     fingerprint: str
     action: str          # "run" | "skip"
     reason: str
+    # Start from scratch (remove the step's outputs, no resume): forced by --from/--only, or an
+    # earlier step runs (its outputs, this step's inputs, are being remade). A step that is only
+    # "not done yet" or has "outputs incomplete" resumes instead.
+    fresh: bool = False
+    outputs: list = field(default_factory=list)   # wiring.Output list, attached by the runner
 
 
 def parse_steps(raw: list[dict[str, Any]]) -> list[Step]:
@@ -139,27 +144,30 @@ def plan(cfg: Config, steps: list[Step], run_dir: Path,
         if value is not None and value not in names:
             raise ConfigError(f"{flag} {value}: no such step (steps: {', '.join(names)})")
     planned: list[PlannedStep] = []
-    previous, force = "", False
+    previous, forced_from, earlier = "", False, None
     for step in steps:
         scfg = step_config(cfg, step)
         fp = fingerprint(scfg, step, previous)
         previous = fp
         if step.name == start_from:
-            force = True
+            forced_from = True
         if only is not None and step.name != only:
             continue
         done = read_marker(marker_dir(run_dir) / f"{step.name}.done.json")
-        if only is not None or force:
-            action, reason = "run", "forced (--only)" if only else "forced (--from)"
+        fresh = False
+        if only is not None or forced_from:
+            action, reason, fresh = "run", "forced (--only)" if only else "forced (--from)", True
+        elif earlier is not None:
+            action, reason, fresh = "run", f"an earlier step runs ({earlier})", True
         elif done is None:
             action, reason = "run", "not done yet"
         elif done.get("fingerprint") != fp:
-            action, reason = "run", "settings or inputs changed"
+            action, reason, fresh = "run", "settings or inputs changed", True
         elif not outputs_complete(step, scfg):
             action, reason = "run", "outputs incomplete"
         else:
             action, reason = "skip", "done, unchanged"
-        if action == "run":
-            force = True  # every step after one that runs runs too
-        planned.append(PlannedStep(step, scfg, fp, action, reason))
+        if action == "run" and earlier is None:
+            earlier = step.name  # every step after one that runs runs too
+        planned.append(PlannedStep(step, scfg, fp, action, reason, fresh))
     return planned

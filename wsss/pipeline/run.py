@@ -1,4 +1,11 @@
-"""`run_pipeline`: load a config, plan its steps, run them, and print the summary."""
+"""`run_pipeline`: load a config, plan its steps, run them, and print the summary.
+
+The run directory ``<run.out_dir>/<run.name or config stem>`` holds, besides every step's outputs
+(folders named in the step's settings): ``config.yaml`` (the pipeline's resolved config) and
+``meta.json`` (version, git commit, device, world size); ``meta_<stage>.json`` of each stage;
+``.steps/<step>.{config.yaml,started.json,done.json}`` (each step's resolved config and its
+markers with the fingerprint); ``eval/<step>.json`` of every evaluation; ``summary.json``.
+"""
 
 from __future__ import annotations
 
@@ -35,6 +42,8 @@ def run_pipeline(config_paths: Sequence[str | Path], overrides: Sequence[str] = 
         write_run_info(run_dir, cfg, device=cfg.run.device, world_size=world)
     result["records"] = execute(planned, run_dir, log=log)
     if rank == 0:
+        # the stages each wrote their step's config; leave the pipeline's own at the top level
+        write_run_info(run_dir, cfg, device=cfg.run.device, world_size=world)
         rows, path = write_summary(run_dir, [s.name for s in steps if s.stage == "eval"])
         result["summary"] = rows
         if rows:

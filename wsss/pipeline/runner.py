@@ -2,8 +2,12 @@
 
 Every stage is resumable on its own (training from ``last.pt``, offline stages skip finished
 per-image files, all writes atomic), so re-running the same command after an interruption, even
-``kill -9``, continues where it stopped. A step's outputs are removed only when its start marker
-shows they were made with other settings.
+``kill -9``, continues where it stopped: the first step that is not done resumes. A step's
+outputs are removed first when its start marker shows they were made with other settings, when
+the plan forces it (``--from``, ``--only``) or when an earlier step runs (its inputs are remade).
+Each step's resolved config is kept in ``<run>/.steps/<step>.config.yaml``. Under torchrun every
+rank runs every stage (training stages as DDP, offline stages on their shard of the ids) except
+``eval``, which rank 0 runs alone; ranks meet at a barrier between steps.
 """
 
 from __future__ import annotations
@@ -16,8 +20,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from wsss.config import Config
+from wsss.config.loader import dump_yaml
 from wsss.io import write_text_atomic
-from wsss.pipeline.planner import PlannedStep, Step, marker_dir, plan, read_marker
+from wsss.errors import ConfigError
+from wsss.pipeline.planner import PlannedStep, Step, marker_dir, plan, read_marker, step_config
+from wsss.pipeline.wiring import Output, eval_json_path, pipeline_io, wiring_problems
 from wsss.stages.context import StageContext
 
 
@@ -38,58 +45,24 @@ def _barrier(device: str = "auto") -> None:
     dist.barrier()
 
 
-def step_outputs(step: Step, cfg: Config, ctx: StageContext) -> list[tuple[Path, str]]:
-    """The outputs of a step: ``(path, kind)`` with kind ``file`` (must exist) or ``dir`` (must hold
-    one file per id of the step's split, checked by :func:`outputs_complete`)."""
-    s = step.stage
-    if s == "train_cls":
-        return [(ctx.path(cfg.train_cls.out) / "final.pt", "file")]
-    if s == "train_iam":
-        return [(ctx.path(cfg.iam.out) / "final.pt", "file")]
-    if s == "cams":
-        outs = [(ctx.path(cfg.cams.out), "dir")]
-        if cfg.train_cls.method == "nsrom":
-            outs.append((ctx.path(cfg.cams.oa_out), "dir"))
-        return outs
-    if s == "labels":
-        return [(ctx.path(cfg.labels.out), "dir")]
-    if s == "crf":
-        return [(ctx.path(cfg.crf.out), "dir")]
-    if s == "train_seg":
-        return [(ctx.path(cfg.train_seg.out) / "final.pt", "file")]
-    if s == "predict":
-        return [(ctx.path(cfg.predict.out), "dir")]
-    if s == "eval":
-        return [(eval_json_path(ctx, step.name), "file")]
-    raise ValueError(s)
-
-
-def step_split(step: Step, cfg: Config) -> str | None:
-    return {"cams": cfg.cams.split, "labels": cfg.labels.split, "crf": cfg.crf.split,
-            "predict": cfg.predict.split}.get(step.stage)
-
-
-def eval_json_path(ctx: StageContext, step_name: str) -> Path:
-    return ctx.run_dir / "eval" / f"{step_name}.json"
-
-
-def outputs_complete(step: Step, cfg: Config, ctx: StageContext) -> bool:
-    split = step_split(step, cfg)
-    ids = ctx.split_ids(split) if split else []
-    for path, kind in step_outputs(step, cfg, ctx):
-        if kind == "file" and not path.is_file():
+def outputs_complete(outputs: list[Output], ctx: StageContext) -> bool:
+    """Whether every output of a step exists (one file per id of its split for ``ids`` outputs)."""
+    for out in outputs:
+        if out.kind == "file" and not out.path.is_file():
             return False
-        if kind == "dir":
-            suffix = ".png" if step.stage in ("labels", "crf", "predict") else ".npz"
-            if not all((path / f"{i}{suffix}").is_file() for i in ids):
-                return False
+        if out.kind == "folder" and not out.path.is_dir():
+            return False
+        if out.kind == "ids" and not all((out.path / f"{i}{out.suffix}").is_file()
+                                         for i in ctx.split_ids(out.split)):
+            return False
     return True
 
 
-def clear_outputs(step: Step, cfg: Config, ctx: StageContext) -> None:
-    """Remove a step's stale outputs (made with other settings)."""
-    for path, kind in step_outputs(step, cfg, ctx):
-        target = path.parent if (kind == "file" and step.stage.startswith("train")) else path
+def clear_outputs(step: Step, outputs: list[Output]) -> None:
+    """Remove a step's outputs before it starts afresh (a training step: its whole folder, so that
+    no ``last.pt`` of other settings is resumed)."""
+    for out in outputs:
+        target = out.path.parent if (out.kind == "file" and step.stage.startswith("train")) else out.path
         if target.is_dir():
             shutil.rmtree(target)
         elif target.is_file():
@@ -122,16 +95,29 @@ def run_stage(step: Step, ctx: StageContext, resume: bool = True) -> Any:
         return predict(ctx)
     if s == "eval":
         from wsss.stages.evaluate import evaluate_step
-        return evaluate_step(ctx, step.name, eval_json_path(ctx, step.name))
+        return evaluate_step(ctx, step.name, eval_json_path(ctx.run_dir, step.name))
     raise ValueError(s)
 
 
 def make_plan(cfg: Config, steps: list[Step], run_dir: Path, start_from: str | None = None,
-              only: str | None = None) -> list[PlannedStep]:
-    def complete(step: Step, scfg: Config) -> bool:
-        return outputs_complete(step, scfg, StageContext(scfg, run_dir))
+              only: str | None = None, check_wiring: bool = True) -> list[PlannedStep]:
+    """Plan the steps (:func:`~wsss.pipeline.planner.plan`) with their outputs attached. With
+    ``check_wiring`` a :class:`ConfigError` lists every input that no earlier step writes and
+    that does not exist, and every output two steps would write."""
+    ios = pipeline_io(steps, [step_config(cfg, s) for s in steps], run_dir)
+    if check_wiring:
+        problems = wiring_problems(ios)
+        if problems:
+            raise ConfigError("the pipeline's steps do not fit together:\n  " + "\n  ".join(problems))
+    outputs = {io.step.name: io.outputs for io in ios}
 
-    return plan(cfg, steps, run_dir, complete, start_from=start_from, only=only)
+    def complete(step: Step, scfg: Config) -> bool:
+        return outputs_complete(outputs[step.name], StageContext(scfg, run_dir))
+
+    planned = plan(cfg, steps, run_dir, complete, start_from=start_from, only=only)
+    for p in planned:
+        p.outputs = outputs[p.step.name]
+    return planned
 
 
 def describe_plan(planned: list[PlannedStep]) -> str:
@@ -157,17 +143,19 @@ def execute(planned: list[PlannedStep], run_dir: Path, log: Callable[[str], None
         done = markers / f"{p.step.name}.done.json"
         previous = read_marker(started)
         stale = previous is not None and previous.get("fingerprint") != p.fingerprint
-        forced = p.reason.startswith("forced")
+        fresh = stale or p.fresh
         if rank == 0:
             if done.exists():
                 done.unlink()
-            if stale or forced:
-                clear_outputs(p.step, p.cfg, ctx)
+            if fresh:
+                clear_outputs(p.step, p.outputs)
+            write_text_atomic(markers / f"{p.step.name}.config.yaml", dump_yaml(p.cfg))
             write_text_atomic(started, json.dumps({"fingerprint": p.fingerprint, "time": time.time()}))
         _barrier(p.cfg.run.device)
-        log(f"[{p.step.name}] {p.step.stage}: {p.reason}" + (" (old outputs removed)" if stale or forced else ""))
+        log(f"[{p.step.name}] {p.step.stage}: {p.reason}" + (" (old outputs removed)" if fresh else ""))
         t0 = time.time()
-        run_stage(p.step, ctx, resume=resume and not (stale or forced))
+        if p.step.stage != "eval" or rank == 0:   # one process evaluates; the others wait
+            run_stage(p.step, ctx, resume=resume and not fresh)
         _barrier(p.cfg.run.device)
         seconds = time.time() - t0
         if rank == 0:

@@ -1,0 +1,167 @@
+"""`wsss run` end to end on a tiny synthetic set: a second run skips every step, a changed setting
+re-runs that step and the later ones, and ``kill -9`` during classifier training and then during
+label generation, followed by a re-run, gives the same labels as an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from wsss.data.synth import CLASS_NAMES, generate_synthetic_dataset
+from wsss.io import read_label
+from wsss.pipeline.run import run_pipeline
+
+REPO = Path(__file__).resolve().parents[1]
+NUM_TRAIN = 40
+ITERATIONS = 16
+STEP_NAMES = ["train", "cams", "labels", "eval_labels"]
+
+
+def tiny_config(data_root: Path, out_dir: Path) -> dict:
+    """EPS on 64 px scenes: a random-init EfficientNet-Lite0 trained for a few iterations,
+    single-scale maps, labels, evaluation. num_workers 0 so that resuming is exact."""
+    return {
+        "run": {"name": "tiny", "out_dir": str(out_dir), "seed": 0, "device": "cpu"},
+        "data": {"root": str(data_root), "dataset": "synth", "class_names": list(CLASS_NAMES),
+                 "image_ext": ".png", "image_labels": "json", "image_labels_file": "cls_labels.json"},
+        "model": {"backbone": "efficientnet_lite0", "output_stride": 16, "pretrained": "",
+                  "frozen_stages": 0},
+        "train_cls": {"method": "eps", "iterations": ITERATIONS, "batch_size": 4, "num_workers": 0,
+                      "resize_long": [56, 64], "crop_size": 64, "checkpoint_every": 2, "log_every": 4},
+        "cams": {"scales": [1.0], "flip": True},
+        "labels": {"method": "eps"},
+        "eval": {"split": "train", "pred": "labels", "boundary": False, "workers": 1},
+        "pipeline": {"steps": [
+            {"name": "train", "stage": "train_cls"},
+            {"name": "cams", "stage": "cams"},
+            {"name": "labels", "stage": "labels"},
+            {"name": "eval_labels", "stage": "eval"},
+        ]},
+    }
+
+
+def read_labels(folder: Path) -> dict[str, np.ndarray]:
+    return {p.stem: read_label(p, "label") for p in sorted(folder.glob("*.png"))}
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("scenes")
+    generate_synthetic_dataset(root, num_train=NUM_TRAIN, num_val=2, size=64, seed=0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def clean_run(tiny_data, tmp_path_factory):
+    """One uninterrupted run (in this process, one thread); its labels are kept in memory."""
+    out = tmp_path_factory.mktemp("clean")
+    config = out / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(tiny_data, out)))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = run_pipeline([config], log=lambda _: None)
+    finally:
+        torch.set_num_threads(threads)
+    return config, result, read_labels(result["run_dir"] / "labels")
+
+
+def test_run_directory_and_second_run_skips_every_step(clean_run):
+    config, result, labels = clean_run
+    run_dir = result["run_dir"]
+    assert [(r["step"], r["action"]) for r in result["records"]] == [(s, "run") for s in STEP_NAMES]
+    assert len(labels) == NUM_TRAIN
+    for name in ("config.yaml", "meta.json", "summary.json", "classifier/final.pt", "eval/eval_labels.json"):
+        assert (run_dir / name).is_file(), name
+    for step in STEP_NAMES:
+        done = json.loads((run_dir / ".steps" / f"{step}.done.json").read_text())
+        assert done["fingerprint"] == next(p.fingerprint for p in result["plan"] if p.step.name == step)
+        assert (run_dir / ".steps" / f"{step}.config.yaml").is_file()
+    (row,) = json.loads((run_dir / "summary.json").read_text())["rows"]
+    assert row["step"] == "eval_labels" and row["split"] == "train" and 0.0 <= row["miou"] <= 1.0
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["pipeline"]["steps"][0]["name"] == "train"
+
+    mtimes = {p: p.stat().st_mtime_ns for p in (run_dir / "labels").glob("*.png")}
+    again = run_pipeline([config], log=lambda _: None)
+    assert [(r["step"], r["action"]) for r in again["records"]] == [(s, "skip") for s in STEP_NAMES]
+    assert {p: p.stat().st_mtime_ns for p in (run_dir / "labels").glob("*.png")} == mtimes
+
+
+def test_a_changed_setting_reruns_that_step_and_the_later_ones(clean_run):
+    config, result, labels = clean_run
+    run_dir = result["run_dir"]
+    changed = run_pipeline([config], ["labels.thr=1.01"], log=lambda _: None)
+    assert [(r["step"], r["action"]) for r in changed["records"]] == [
+        ("train", "skip"), ("cams", "skip"), ("labels", "run"), ("eval_labels", "run")]
+    assert [p.reason for p in changed["plan"]][2:] == ["settings or inputs changed",
+                                                       "an earlier step runs (labels)"]
+    relabelled = read_labels(run_dir / "labels")
+    assert relabelled.keys() == labels.keys()
+    # maps are max-normalised to [0, 1]: a background score above 1 wins every pixel
+    assert all(not relabelled[i].any() for i in labels) and any(labels[i].any() for i in labels)
+
+    # back to the original setting: the labels step runs again and gives the original labels
+    restored = run_pipeline([config], log=lambda _: None)
+    assert [r["action"] for r in restored["records"]] == ["skip", "skip", "run", "run"]
+    assert all(np.array_equal(read_labels(run_dir / "labels")[i], labels[i]) for i in labels)
+
+
+def _start(config: Path, out: Path) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "wsss.cli", "run", str(config), "--set", f"run.out_dir={out}"],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _kill_when(proc: subprocess.Popen, ready, timeout: float = 300.0) -> None:
+    """SIGKILL ``proc`` as soon as ``ready()`` is true (polled every 2 ms)."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended (status {proc.returncode}) before it could be killed:\n{proc.stdout.read()}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("timed out waiting for the moment to kill the run")
+        time.sleep(0.002)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+
+
+def test_kill_9_during_training_and_labels_then_rerun_gives_identical_labels(clean_run, tmp_path):
+    config, _, clean_labels = clean_run
+    run_dir = tmp_path / "tiny"
+    classifier, labels_dir = run_dir / "classifier", run_dir / "labels"
+
+    # 1) killed during classifier training, once the first checkpoint exists
+    _kill_when(_start(config, tmp_path), lambda: (classifier / "last.pt").is_file())
+    assert not (classifier / "final.pt").exists(), "the kill should land before training ends"
+    stopped_at = torch.load(classifier / "last.pt", map_location="cpu", weights_only=False)["iteration"]
+    assert 0 < stopped_at < ITERATIONS
+
+    # 2) re-run: training resumes; killed again as soon as the first labels are written
+    _kill_when(_start(config, tmp_path), lambda: any(labels_dir.glob("*.png")))
+    assert (classifier / "final.pt").is_file()
+    written = len(list(labels_dir.glob("*.png")))
+    assert 0 < written < NUM_TRAIN, "the kill should land during label generation"
+    assert not (run_dir / ".steps" / "labels.done.json").exists()
+
+    # 3) re-run to completion: only the unfinished steps run, the labels step resumes
+    finished = subprocess.run([sys.executable, "-m", "wsss.cli", "run", str(config), "--set",
+                               f"run.out_dir={tmp_path}"], cwd=REPO, capture_output=True, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert "[train] skipped" in finished.stdout and "[cams] skipped" in finished.stdout
+    assert "[labels] labels: not done yet\n" in finished.stdout   # resumed, nothing removed
+    resumed = read_labels(labels_dir)
+    assert resumed.keys() == clean_labels.keys()
+    assert all(np.array_equal(resumed[i], clean_labels[i]) for i in clean_labels)
