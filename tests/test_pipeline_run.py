@@ -165,3 +165,67 @@ def test_kill_9_during_training_and_labels_then_rerun_gives_identical_labels(cle
     resumed = read_labels(labels_dir)
     assert resumed.keys() == clean_labels.keys()
     assert all(np.array_equal(resumed[i], clean_labels[i]) for i in clean_labels)
+
+
+# ------------------------------------------------------------------------- planning only (fast)
+
+PIPELINES = sorted((REPO / "configs" / "pipelines").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("config", PIPELINES, ids=[p.stem for p in PIPELINES])
+def test_every_pipeline_config_plans_with_distinct_outputs(config, tmp_path):
+    result = run_pipeline([config], [f"data.root={tmp_path}/data", f"run.out_dir={tmp_path}"],
+                          dry_run=True, log=lambda _: None)
+    plan = result["plan"]
+    assert result["run_dir"] == tmp_path / config.stem
+    assert plan and all(p.action == "run" for p in plan)
+    assert plan[0].reason == "not done yet"
+    outputs = [o.path for p in plan for o in p.outputs]
+    assert len(outputs) == len(set(outputs))   # no two steps write the same folder or file
+    stages = [p.step.stage for p in plan]
+    assert stages[0] == "train_cls" and stages[-1] == "eval" and "train_seg" in stages
+    assert not (tmp_path / config.stem).exists()   # a dry run writes nothing
+
+
+def _write(tmp_path, steps, file="w.yaml"):
+    cfg = {"run": {"name": "w", "out_dir": str(tmp_path)}, "data": {"root": str(tmp_path / "data")},
+           "pipeline": {"steps": steps}}
+    path = tmp_path / file
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_inputs_no_step_writes_and_outputs_written_twice_are_refused_before_running(tmp_path):
+    from wsss.errors import ConfigError
+
+    typo = _write(tmp_path, [{"name": "cams", "stage": "cams", "set": ["cams.out=cams_eps"]},
+                             {"name": "labels", "stage": "labels", "set": ["labels.cams=cams_esp"]}])
+    with pytest.raises(ConfigError, match=r"step 'labels': labels.cams = .*cams_esp is written by no earlier step"):
+        run_pipeline([typo], dry_run=True, log=lambda _: None)
+    twice = _write(tmp_path, [{"name": "a", "stage": "crf", "set": ["crf.input=/", "crf.out=x"]},
+                              {"name": "b", "stage": "crf", "set": ["crf.input=/", "crf.out=x"]}], "twice.yaml")
+    with pytest.raises(ConfigError, match="steps 'a' and 'b' both write"):
+        run_pipeline([twice], dry_run=True, log=lambda _: None)
+    # an input that exists already (made by an earlier run, or by hand) is fine
+    (tmp_path / "w" / "cams_esp").mkdir(parents=True)
+    (tmp_path / "w" / "classifier").mkdir()
+    (tmp_path / "w" / "classifier" / "final.pt").write_bytes(b"")   # the cams step's checkpoint
+    assert len(run_pipeline([typo], dry_run=True, log=lambda _: None)["plan"]) == 2
+
+
+def test_a_fresh_step_never_removes_the_run_directory_or_the_dataset(tmp_path):
+    from wsss.errors import ConfigError
+    from wsss.pipeline.runner import clear_outputs, make_plan
+    from wsss.pipeline.planner import parse_steps
+    from wsss.stages.context import StageContext
+    from wsss.config import Config, load_config
+
+    (tmp_path / "data" / "SegmentationClass").mkdir(parents=True)
+    (tmp_path / "w").mkdir()
+    for out, what in ((".", "the run directory"), (str(tmp_path / "data" / "SegmentationClass"), "the dataset")):
+        cfg = load_config(Config, [_write(tmp_path, [{"name": "t", "stage": "crf",
+                                                      "set": ["crf.input=/", f"crf.out={out}"]}])])
+        (planned,) = make_plan(cfg, parse_steps(cfg.pipeline.steps), tmp_path / "w")
+        with pytest.raises(ConfigError, match=what):
+            clear_outputs(planned.step, planned.outputs, StageContext(planned.cfg, tmp_path / "w"))
+    assert (tmp_path / "w").is_dir() and (tmp_path / "data" / "SegmentationClass").is_dir()

@@ -21,8 +21,8 @@ from typing import Any, Callable
 
 from wsss.config import Config
 from wsss.config.loader import dump_yaml
-from wsss.io import write_text_atomic
 from wsss.errors import ConfigError
+from wsss.io import write_text_atomic
 from wsss.pipeline.planner import PlannedStep, Step, marker_dir, plan, read_marker, step_config
 from wsss.pipeline.wiring import Output, eval_json_path, pipeline_io, wiring_problems
 from wsss.stages.context import StageContext
@@ -58,15 +58,35 @@ def outputs_complete(outputs: list[Output], ctx: StageContext) -> bool:
     return True
 
 
-def clear_outputs(step: Step, outputs: list[Output]) -> None:
+def _check_removable(target: Path, ctx: StageContext) -> None:
+    """Refuse to remove the run directory, a folder holding it, or anything of the dataset (an
+    output folder misconfigured as ``.`` or as a data folder must not cost the data)."""
+    target = target.resolve()
+    run_dir = ctx.run_dir.resolve()
+    protected = [("the run directory", run_dir)]
+    if ctx.cfg.data.root:
+        protected.append(("the dataset", Path(ctx.cfg.data.root).expanduser().resolve()))
+    for what, path in protected:
+        if target == path or target in path.parents or (what == "the dataset" and path in target.parents):
+            raise ConfigError(f"an output of this step is {target}, which is (or holds, or lies in) {what} "
+                              f"{path}: give the step an output folder of its own")
+
+
+def clear_outputs(step: Step, outputs: list[Output], ctx: StageContext) -> int:
     """Remove a step's outputs before it starts afresh (a training step: its whole folder, so that
-    no ``last.pt`` of other settings is resumed)."""
+    no ``last.pt`` of other settings is resumed). Returns how many paths were removed."""
+    removed = 0
     for out in outputs:
         target = out.path.parent if (out.kind == "file" and step.stage.startswith("train")) else out.path
+        if not target.exists():
+            continue
+        _check_removable(target, ctx)
         if target.is_dir():
             shutil.rmtree(target)
-        elif target.is_file():
+        else:
             target.unlink()
+        removed += 1
+    return removed
 
 
 def run_stage(step: Step, ctx: StageContext, resume: bool = True) -> Any:
@@ -144,15 +164,16 @@ def execute(planned: list[PlannedStep], run_dir: Path, log: Callable[[str], None
         previous = read_marker(started)
         stale = previous is not None and previous.get("fingerprint") != p.fingerprint
         fresh = stale or p.fresh
+        removed = 0
         if rank == 0:
             if done.exists():
                 done.unlink()
             if fresh:
-                clear_outputs(p.step, p.outputs)
+                removed = clear_outputs(p.step, p.outputs, ctx)
             write_text_atomic(markers / f"{p.step.name}.config.yaml", dump_yaml(p.cfg))
             write_text_atomic(started, json.dumps({"fingerprint": p.fingerprint, "time": time.time()}))
         _barrier(p.cfg.run.device)
-        log(f"[{p.step.name}] {p.step.stage}: {p.reason}" + (" (old outputs removed)" if fresh else ""))
+        log(f"[{p.step.name}] {p.step.stage}: {p.reason}" + (" (old outputs removed)" if removed else ""))
         t0 = time.time()
         if p.step.stage != "eval" or rank == 0:   # one process evaluates; the others wait
             run_stage(p.step, ctx, resume=resume and not fresh)
