@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from wsss.config import Config, load_config
-from wsss.errors import WsssError
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, required: bool = False) -> None:
@@ -26,10 +25,3 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return load_config(Config, args.config, args.overrides)
 
 
-def not_available(name: str, issue: str):
-    """``run`` for a stage that this version does not ship yet: a clear error, not a crash."""
-
-    def run(args: argparse.Namespace) -> int:
-        raise WsssError(f"'{name}' is not available in this version of wsss yet ({issue})")
-
-    return run
