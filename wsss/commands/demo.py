@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="run directory (default runs/demo, or runs/demo_fast with --fast)")
     parser.add_argument("--fast", action="store_true",
-                        help="shorter NSROM and DeepLab schedules (the CAM and EPS classifiers as in the demo; about 6 minutes on 2 cores)")
+                        help="shorter NSROM and DeepLab schedules (the CAM and EPS classifiers as in the demo; about 7 minutes on 2 cores)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="torch threads (default: the usable CPUs, at most 2)")
 
