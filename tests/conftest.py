@@ -32,3 +32,15 @@ def voc_samples_root() -> Path:
 @pytest.fixture
 def msrcvoc_root() -> Path:
     return shared_dataset("msrcvoc")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Torch on one thread for the test (2 threads on a busy 2-core machine are several times
+    slower), restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -31,11 +31,8 @@ PRESENT = {"v0": [1], "v1": [2, 3], "v2": [3]}
 
 
 @pytest.fixture(autouse=True)
-def _threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)   # 2 threads on a busy 2-core machine are several times slower
-    yield
-    torch.set_num_threads(before)
+def _threads(one_torch_thread):
+    """Every test of this module on one torch thread (conftest)."""
 
 
 @pytest.fixture(scope="module")

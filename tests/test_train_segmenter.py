@@ -142,11 +142,8 @@ def shapes_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)   # 2 threads on a busy 2-core machine are several times slower
-    yield
-    torch.set_num_threads(before)
+def _threads(one_torch_thread):
+    """Every test of this module on one torch thread (conftest)."""
 
 
 def pseudo_labels(shapes_root: Path, where: Path, split: str = "train") -> Path:

@@ -165,16 +165,15 @@ def object_breakdown(label_dir: str | os.PathLike, data_root: str | os.PathLike,
 
 # -------------------------------------------------------------------------------------- table
 
-def _split_ids(data_root: Path, split: str) -> list[str]:
-    path = data_root / "ImageSets" / "Segmentation" / f"{split}.txt"
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-
-
 def demo_rows(run_dir: str | os.PathLike, data_root: str | os.PathLike) -> list[dict[str, Any]]:
     """One dict per table row whose eval JSON exists: method, what, split, miou (255 = miss),
     coverage, the co-occurrence ratios of :data:`PAIRS`, and the non-salient breakdown
     (:func:`object_breakdown`). Fractions in [0, 1]; None where undefined."""
+    from wsss.data.splits import read_split
+
     run_dir, data_root = Path(run_dir), Path(data_root)
+    split_ids = {s: read_split(data_root / "ImageSets" / "Segmentation" / f"{s}.txt")
+                 for s in {spec.split for spec in PSEUDO_ROWS + FINAL_ROWS}}
     rows = []
     for spec in PSEUDO_ROWS + FINAL_ROWS:
         path = run_dir / "eval" / f"{spec.eval_step}.json"
@@ -183,7 +182,7 @@ def demo_rows(run_dir: str | os.PathLike, data_root: str | os.PathLike) -> list[
         result = json.loads(path.read_text())
         pairs = {f"{p['target']}:{p['context']}": p["ratio"]
                  for p in (result.get("cooccurrence") or {}).get("pairs", [])}
-        nonsalient = object_breakdown(run_dir / spec.folder, data_root, _split_ids(data_root, spec.split))
+        nonsalient = object_breakdown(run_dir / spec.folder, data_root, split_ids[spec.split])
         rows.append({
             "method": spec.method, "what": spec.what, "split": spec.split, "eval_step": spec.eval_step,
             "folder": str(run_dir / spec.folder), "images": result.get("num_images"),

@@ -33,6 +33,7 @@ from urllib.parse import quote
 import numpy as np
 from PIL import Image
 
+from wsss.data.splits import read_split, resolve_split
 from wsss.errors import ConfigError, DataError
 from wsss.io import IGNORE, load_npz, read_image, read_label, read_saliency, write_image, write_text_atomic
 
@@ -392,7 +393,7 @@ def build_report(cfg, run_dir: str | os.PathLike, out: str | os.PathLike | None 
     """Write the thumbnails of the report of ``run_dir`` (config ``cfg``) under ``out`` (default
     ``<run>/report``) and return what the page shows (see :func:`write_report`)."""
     from wsss.data.image_labels import present_classes
-    from wsss.data.splits import dataset_root, read_split, resolve_split
+    from wsss.data.splits import dataset_root
     from wsss.data.voc import build_dataset_info, image_path, load_image_labels, mask_path, saliency_path
 
     run_dir = Path(run_dir)
@@ -408,7 +409,7 @@ def build_report(cfg, run_dir: str | os.PathLike, out: str | os.PathLike | None 
         shown = scan_folders(run_dir, exclude=[out, root])
     if not shown:
         raise DataError(f"{run_dir} has no folder of <id>.png label maps or <id>.npz class maps")
-    split_name, split_ids = _pick_split(data, split, shown, resolve_split, read_split)
+    split_name, split_ids = _pick_split(data, split, shown)
     chosen = choose_ids(split_ids, shown, num_ids, ids, split_name)
     skipped = [f.name for f in shown if not f.ids & set(chosen)]
     shown = [f for f in shown if f.ids & set(chosen)]
@@ -462,7 +463,7 @@ def build_report(cfg, run_dir: str | os.PathLike, out: str | os.PathLike | None 
                   shown, eval_scores(run_dir, shown), skipped)
 
 
-def _pick_split(data, split, folders, resolve_split, read_split) -> tuple[str, list[str]]:
+def _pick_split(data, split, folders) -> tuple[str, list[str]]:
     """``(name, ids)`` of the split: ``train``/``val`` = data.train_split/val_split, another name or
     a list file as given; default: of those two, the one whose ids the folders hold most (ties: train)."""
     if split:
