@@ -141,6 +141,15 @@ def test_full_supervision_uses_the_ground_truth_on_purpose(dataset, tmp_path):
     assert label_source(ctx).ext == ".png"
 
 
+def test_full_supervision_with_a_relative_data_root_names_the_folder_once(dataset, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ctx = make_ctx(Path("data"), tmp_path, supervision="full")
+    folder, _ = resolve_training_labels(ctx)
+    assert folder.is_absolute() and folder == gt_dir(dataset).resolve()
+    # the segmentation data joins mask_dir to data.root: an absolute folder is not joined twice
+    assert (Path("data") / folder / "a.png").is_file()
+
+
 def test_pseudo_labels_in_the_run_directory_are_used(dataset, tmp_path):
     ctx = make_ctx(dataset, tmp_path)              # train_seg.labels defaults to "labels"
     shutil.copytree(gt_dir(dataset), ctx.run_dir / "labels")   # a copy is not the ground truth

@@ -114,6 +114,8 @@ def label_source(ctx, ids: Sequence[str] = ()) -> LabelSource:
         if not gt.is_dir():
             raise DataError(f"ground-truth folder not found: {gt} (data.root + data.mask_dir); "
                             f"train_seg.supervision=full trains on it")
+        # absolute: the training data joins a relative mask_dir to data.root a second time
+        gt = gt.resolve()
         return LabelSource(gt, cfg.data.mask_ext, "full",
                            f"ground truth {gt} (train_seg.supervision=full: the fully supervised reference)")
     if tcfg.supervision != "weak":
