@@ -4,7 +4,9 @@
 # supervised reference); every model is evaluated on val with and without CRF.
 # The EPS and NSROM parts are `wsss run` of configs/pipelines/{eps,nsrom}_effl0_cocovoc.yaml, so
 # classifiers already trained into OUT_DIR by benchmarks/cocovoc_{eps,nsrom}.sh with the same SETS
-# are reused (resumed at their last iteration) and not retrained.
+# are reused (resumed at their last iteration) and not retrained. Every later step runs afresh,
+# though: the pipeline has no record of the standalone runs, so it counts the classifier step as
+# run and remakes what follows — NSROM's IAM is trained again (same seed and data order).
 #   [METHODS="full eps nsrom"] [SETS="--set k=v ..."] [SEG="--set k=v ..."] bash benchmarks/cocovoc_seg.sh DATA_ROOT OUT_DIR
 # SETS: classifier settings shared with the other two scripts; SEG: the DeepLab/prediction sizing
 # (default below: a CPU-sized schedule, one input scale, 224 px crops).
