@@ -15,7 +15,6 @@ mode on the same images next to the loss of predicting each class's frequency (t
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from wsss.data.image_labels import read_cls_labels_json
 from wsss.models.classifier import build_classifier
 from wsss.stages.trainer_utils import sgd_with_lr_groups
 
@@ -33,15 +33,12 @@ VARIANTS = ("cam", "nsrom", "noglore", "glorenorm", "kaiming")
 def load_images(root: Path, count: int, size: int, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``count`` train images: (N, 3, size, size) in (x - 127) / 128, (N, C) multi-hot."""
     ids = (root / "ImageSets/Segmentation/train.txt").read_text().split()[:count]
-    labels = json.loads((root / "cls_labels.json").read_text())
-    images, targets = [], []
+    labels = read_cls_labels_json(root / "cls_labels.json", num_classes)
+    images = []
     for image_id in ids:
         rgb = Image.open(root / "JPEGImages" / f"{image_id}.jpg").convert("RGB").resize((size, size), Image.BILINEAR)
         images.append((torch.from_numpy(np.asarray(rgb, np.float32)).permute(2, 0, 1) - 127.0) / 128.0)
-        target = torch.zeros(num_classes)
-        target[torch.tensor(labels[image_id], dtype=torch.long) - 1] = 1
-        targets.append(target)
-    return torch.stack(images), torch.stack(targets)
+    return torch.stack(images), torch.from_numpy(np.stack([labels[i] for i in ids]))
 
 
 def build_variant(variant: str, num_classes: int) -> torch.nn.Module:

@@ -22,17 +22,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from wsss.methods.nsrom import class_threshold, minmax_normalize
+from wsss.io import IGNORE
+from wsss.methods.nsrom import minmax_normalize, potential_object_mining
 
 
 def mined_masks(label: np.ndarray, cams: np.ndarray, classes: list[int]) -> dict[int, np.ndarray]:
-    """{class: K_c > T_c} with POM's thresholds computed on ``label``; empty where T_c is None."""
-    masks = {}
-    for cam, cls in zip(cams, classes):
-        cam = minmax_normalize(cam.astype(np.float32))
-        threshold = class_threshold(label, cam, cls)
-        masks[cls] = cam > threshold if threshold is not None else np.zeros(label.shape, bool)
-    return masks
+    """{class: background pixels of ``label`` that POM with that class's map alone turns to 255}."""
+    return {cls: (label == 0) & (potential_object_mining(label, [minmax_normalize(cam.astype(np.float32))],
+                                                         [cls]) == IGNORE)
+            for cam, cls in zip(cams, classes)}
 
 
 def main(run: Path, cams_dir: str, labels_dir: str) -> int:

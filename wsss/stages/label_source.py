@@ -54,8 +54,9 @@ class LabelSource:
 
 
 def ground_truth_folder(data_cfg) -> Path:
-    """``<data.root>/<data.mask_dir>`` (``mask_dir`` may be absolute)."""
-    return dataset_root(data_cfg) / Path(data_cfg.mask_dir).expanduser()
+    """``<data.root>/<data.mask_dir>`` as an absolute path (``mask_dir`` may be absolute): the
+    training data joins ``mask_dir`` to ``data.root``, so a relative one would be joined twice."""
+    return (dataset_root(data_cfg) / Path(data_cfg.mask_dir).expanduser()).resolve()
 
 
 def _same_folder(a: Path, b: Path) -> bool:
@@ -114,8 +115,6 @@ def label_source(ctx, ids: Sequence[str] = ()) -> LabelSource:
         if not gt.is_dir():
             raise DataError(f"ground-truth folder not found: {gt} (data.root + data.mask_dir); "
                             f"train_seg.supervision=full trains on it")
-        # absolute: the training data joins a relative mask_dir to data.root a second time
-        gt = gt.resolve()
         return LabelSource(gt, cfg.data.mask_ext, "full",
                            f"ground truth {gt} (train_seg.supervision=full: the fully supervised reference)")
     if tcfg.supervision != "weak":
