@@ -33,7 +33,7 @@ from urllib.parse import quote
 import numpy as np
 from PIL import Image
 
-from wsss.data.splits import read_split, resolve_split
+from wsss.data.splits import dataset_root, read_split, resolve_split
 from wsss.errors import ConfigError, DataError
 from wsss.io import IGNORE, load_npz, read_image, read_label, read_saliency, write_image, write_text_atomic
 
@@ -393,7 +393,6 @@ def build_report(cfg, run_dir: str | os.PathLike, out: str | os.PathLike | None 
     """Write the thumbnails of the report of ``run_dir`` (config ``cfg``) under ``out`` (default
     ``<run>/report``) and return what the page shows (see :func:`write_report`)."""
     from wsss.data.image_labels import present_classes
-    from wsss.data.splits import dataset_root
     from wsss.data.voc import build_dataset_info, image_path, load_image_labels, mask_path, saliency_path
 
     run_dir = Path(run_dir)
