@@ -261,3 +261,78 @@ def test_cli_labels_method_flag(tmp_path, capsys):
     assert "eps labels of train: 1 made, 0 already done" in text
     assert str(tmp_path / "runs" / "exp" / "labels.summary.json") in text
     assert (tmp_path / "runs" / "exp" / "labels" / "x0.png").is_file()
+
+
+# ----------------------------------------------------------------------------- saliency baseline
+
+SAL = np.array([[255, 200, 10, 128, 255],
+                [255, 127, 0, 130, 255],
+                [0, 0, 0, 0, 0],
+                [0, 0, 0, 0, 255]], dtype=np.uint8)
+
+
+def test_saliency_rule_single_class_needs_no_maps():
+    from wsss.methods.saliency_baseline import saliency_label
+
+    label = saliency_label(SAL, [3])
+    # 127 / 255 < 0.5 <= 128 / 255
+    np.testing.assert_array_equal(label, np.where(SAL >= 128, 3, 0).astype(np.uint8))
+    np.testing.assert_array_equal(saliency_label(SAL, [3], thr=0.0), np.full(SAL.shape, 3, np.uint8))
+    assert not saliency_label(SAL, []).any()
+
+
+def test_saliency_rule_several_classes_take_the_highest_map():
+    from wsss.methods.saliency_baseline import saliency_label
+
+    maps = np.stack([CAM_3, CAM_1])          # given in the order of classes [3, 1]
+    label = saliency_label(SAL, [3, 1], maps)
+    expected = np.where(SAL >= 128, np.where(CAM_3 > CAM_1, 3, 1), 0)
+    np.testing.assert_array_equal(label, expected)
+    assert label[0, 0] == 1 and label[0, 4] == 3 and label[3, 4] == 1   # tie 0 = 0 -> lower class
+    with pytest.raises(DataError, match="needs class maps"):
+        saliency_label(SAL, [1, 3])
+    with pytest.raises(DataError, match="shape"):
+        saliency_label(SAL, [1, 3], maps[:1])
+
+
+def test_saliency_labels_stage(tmp_path):
+    root = make_dataset(tmp_path / "data", {"x0": [1, 3], "x1": [2]}, {"x0": SAL, "x1": SAL})
+    run = tmp_path / "runs" / "run"
+    save_maps(run / "cams" / "x0.npz", [1, 3], np.stack([CAM_1, CAM_3]))
+    save_maps(run / "cams" / "x1.npz", [2], np.stack([CAM_1]))
+    summary = make_labels(stage_context(make_config(root, tmp_path / "runs", method="saliency", out="sal")))
+    assert summary["made"] == 2 and summary["method"] == "saliency"
+    x0 = read_label(run / "sal" / "x0.png")
+    np.testing.assert_array_equal(x0, np.where(SAL >= 128, np.where(CAM_3.astype(np.float16) > CAM_1.astype(np.float16), 3, 1), 0))
+    np.testing.assert_array_equal(read_label(run / "sal" / "x1.png"), np.where(SAL >= 128, 2, 0))
+
+    # No maps: a single-class image is fine, a multi-class one is an error that says so.
+    cfg = make_config(root, tmp_path / "runs", method="saliency", out="sal_nomaps", cams="", overwrite=True)
+    with pytest.raises(DataError, match="needs class maps"):
+        make_labels(stage_context(cfg))
+    single = make_dataset(tmp_path / "single", {"x1": [2]}, {"x1": SAL})
+    cfg = make_config(single, tmp_path / "runs", method="saliency", out="sal_single", cams="", saliency_thr=0.9)
+    make_labels(stage_context(cfg))
+    np.testing.assert_array_equal(read_label(run / "sal_single" / "x1.png"), np.where(SAL >= 230, 2, 0))
+
+
+def test_eps_labels_with_a_saliency_background_score(tmp_path):
+    from wsss.methods.eps import saliency_background_score
+
+    root = make_dataset(tmp_path / "data", {"x0": [1, 3]}, {"x0": SAL})
+    run = tmp_path / "runs" / "run"
+    maps = save_maps(run / "cams" / "x0.npz", [1, 3], np.stack([CAM_1, CAM_3]))
+    make_labels(stage_context(make_config(root, tmp_path / "runs", method="eps", thr_by_saliency=[0.05, 0.85])))
+    label = read_label(run / "labels" / "x0.png")
+    score = saliency_background_score(SAL, 0.05, 0.85)
+    np.testing.assert_array_equal(label, eps_pseudo_mask(maps, [1, 3], score))
+    # salient (255): map 0.1 > 0.05 wins; non-salient (0): map 0.9 > 0.85 wins, 0.7 does not
+    assert label[0, 2] == 0 and label[1, 0] == 1 and label[1, 2] == 0
+    assert label[2, 1] == 0 and label[3, 4] == 0
+    np.testing.assert_allclose(score[[0, 2], [0, 0]], [0.05, 0.85], rtol=1e-6)
+    # the official constant is the special case of two equal thresholds
+    np.testing.assert_array_equal(eps_pseudo_mask(maps, [1, 3], saliency_background_score(SAL, 0.2, 0.2)),
+                                  eps_pseudo_mask(maps, [1, 3], 0.2))
+    with pytest.raises(ConfigError, match="thr_by_saliency"):
+        make_labels(stage_context(make_config(root, tmp_path / "runs", method="eps", out="l2",
+                                              thr_by_saliency=[0.1])))

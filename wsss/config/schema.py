@@ -127,12 +127,18 @@ class CamsConfig:
 class LabelsConfig:
     """`wsss labels`: pseudo labels from maps (EPS A.4, NSROM BE+POM B.3-B.4, NSRM B.5)."""
 
-    method: Literal["eps", "cam", "nsrom", "nsrm"] = "eps"
+    method: Literal["eps", "cam", "nsrom", "nsrm", "saliency"] = "eps"
     split: str = "train"
     cams: str = "cams"                 # maps of the classifier (EPS/CAM maps, NSROM plain CAMs)
     oa_cams: str = "oa_cams"           # NSROM: OA-CAMs for background extraction
     out: str = "labels"
     thr: float = 0.20                  # EPS/CAM constant background score
+    # eps/cam: [thr on salient pixels, thr on non-salient pixels] (linear in the saliency value)
+    # instead of the constant thr; [] = the constant (official). Not in the paper.
+    thr_by_saliency: list[float] = field(default_factory=list)
+    # saliency baseline: salient (value / 255 >= saliency_thr) -> the image's class; with several
+    # labelled classes the one whose map in labels.cams is highest ("" = no maps: single-class only)
+    saliency_thr: float = 0.5
     pom: bool = False                  # Potential Object Mining (on by default in nsrom configs)
     # POM's plain CAMs; "" = labels.cams. For eps/cam + POM, the maps that made the label leave POM
     # (nearly) nothing to mine, so point this at another classifier's maps (e.g. a CAM run's cams).

@@ -134,12 +134,26 @@ def eps_total_loss(logits: torch.Tensor, maps: torch.Tensor, saliency: torch.Ten
     return loss_cls + loss_sal, details
 
 
-def eps_pseudo_mask(cams: np.ndarray, classes: Sequence[int], thr: float = 0.20) -> np.ndarray:
+def saliency_background_score(saliency_u8: np.ndarray, thr_salient: float, thr_non_salient: float) -> np.ndarray:
+    """A per-pixel background score for :func:`eps_pseudo_mask`, interpolated by saliency.
+
+    saliency_u8: (H, W) uint8 0..255. Returns (H, W) float32
+    ``thr_non_salient + (thr_salient - thr_non_salient) * S / 255``: a salient pixel becomes a class
+    where its map exceeds ``thr_salient`` (low: the saliency map is trusted for the extent), a
+    non-salient one only where its map exceeds ``thr_non_salient`` (high: a confident map can still
+    add an object the saliency map missed). With both equal this is EPS's constant score.
+    """
+    s = np.asarray(saliency_u8).astype(np.float32) / np.float32(255.0)
+    return (np.float32(thr_non_salient) + np.float32(thr_salient - thr_non_salient) * s).astype(np.float32)
+
+
+def eps_pseudo_mask(cams: np.ndarray, classes: Sequence[int], thr: float | np.ndarray = 0.20) -> np.ndarray:
     """Pseudo-mask rule of EPS and of the CAM baseline (METHODS A.4).
 
     cams:    (K, H, W) max-normalised maps (values in [0, 1]) of the image's labelled classes.
     classes: K 1-based class indices, cams[k] belongs to class classes[k].
-    thr:     constant background score.
+    thr:     background score: a constant (EPS), or an (H, W) array such as
+             :func:`saliency_background_score`.
     Returns (H, W) uint8: argmax over [thr, map_1, ..., map_K] -> 0 (background) or the class
     index; never 255. Ties go to background, then to the lower class index (maps are ordered
     by class index first, whatever the order of ``classes``). Compared in float32, like the
@@ -154,7 +168,7 @@ def eps_pseudo_mask(cams: np.ndarray, classes: Sequence[int], thr: float = 0.20)
         raise DataError(f"classes must be 1-based indices in 1..254, got {list(classes)}")
     order = np.argsort(class_ids, kind="stable")
     scores = np.empty((len(classes) + 1,) + cams.shape[1:], dtype=np.float32)
-    scores[0] = np.float32(thr)
+    scores[0] = np.asarray(thr, dtype=np.float32)
     scores[1:] = cams[order]
     lookup = np.concatenate([[0], class_ids[order]]).astype(np.uint8)
     return lookup[np.argmax(scores, axis=0)]

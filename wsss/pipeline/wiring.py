@@ -79,7 +79,7 @@ def step_io(step: Step, cfg: Config, run_dir: Path, earlier: list[StepIO] = ()) 
             io.outputs.append(Output(p(cc.oa_out), "ids", ".npz", cc.split))
     elif s == "labels":
         lc = cfg.labels
-        if lc.method in ("eps", "cam"):
+        if lc.method in ("eps", "cam") or (lc.method == "saliency" and lc.cams):
             io.inputs.append((p(lc.cams), "labels.cams"))
         if lc.method == "nsrom":
             io.inputs.append((p(lc.oa_cams), "labels.oa_cams"))

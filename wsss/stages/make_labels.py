@@ -12,6 +12,9 @@ Inputs by ``labels.method``:
 
 - ``eps`` / ``cam``: ``<labels.cams>/<id>.npz`` (``classes``, ``cams`` of ``wsss cams``). Label =
   argmax over [``labels.thr``, map_1, ...] (:func:`~wsss.methods.eps.eps_pseudo_mask`).
+  ``labels.thr_by_saliency = [t_s, t_n]`` (in neither paper) replaces the constant ``thr`` with a
+  per-pixel background score read from the saliency map, ``t_s`` on salient and ``t_n`` on
+  non-salient pixels (:func:`~wsss.methods.eps.saliency_background_score`).
   ``labels.pom`` (EPS + POM, in neither paper): Potential Object Mining on top, with the maps of
   ``<labels.pom_cams>`` (default: the same maps as the label), min-max normalised per class as
   NSROM's plain CAMs. POM only turns background pixels into 255, so the class pixels stay EPS's.
@@ -28,6 +31,11 @@ Inputs by ``labels.method``:
   ``labels.pom`` POM with the plain CAMs ``<labels.pom_cams or labels.cams>/<id>.npz``
   (``labels.pom_t_bg``); then the 1 % rule (``labels.min_fraction``). Every map is min-max
   normalised on reading, as the official code does with its PNG maps.
+- ``saliency`` (the no-learning baseline): saliency map + the image-level labels; a pixel with
+  saliency >= ``labels.saliency_thr`` takes the image's class, with several labelled classes the
+  one whose map in ``<labels.cams>/<id>.npz`` (any classifier's) is highest
+  (:func:`~wsss.methods.saliency_baseline.saliency_label`). ``labels.cams = ""`` reads no maps: an
+  image with several labelled classes is then an error.
 - ``nsrm``: round-1 prediction ``<labels.nsrm_pred>/<id>.png``, round-1 pseudo label
   ``<labels.nsrm_labels>/<id>.png``, saliency, the image-level labels of the dataset ->
   :func:`~wsss.methods.nsrm.non_salient_region_masking` (``labels.nsrm_kernel``, ``min_fraction``).
@@ -53,8 +61,9 @@ from wsss.data.voc import build_dataset_info, load_image_labels, saliency_path
 from wsss.engine.sharding import pending_ids, process_imap, shard_ids
 from wsss.errors import ConfigError, DataError
 from wsss.io import IGNORE, load_npz, read_label, read_saliency, write_label
-from wsss.methods.eps import eps_pseudo_mask
+from wsss.methods.eps import eps_pseudo_mask, saliency_background_score
 from wsss.methods.nsrm import non_salient_region_masking
+from wsss.methods.saliency_baseline import saliency_label
 from wsss.methods.nsrom import (
     minmax_normalize,
     min_class_fraction_rule,
@@ -64,17 +73,18 @@ from wsss.methods.nsrom import (
 from wsss.stages.context import StageContext
 from wsss.stages.offline import env_shard, require_dir, require_files, summary_path, write_summary
 
-METHODS = ("eps", "cam", "nsrom", "nsrm")
+METHODS = ("eps", "cam", "nsrom", "nsrm", "saliency")
 
 
 # ------------------------------------------------------------------------------- rules on arrays
 
-def eps_label(cams: np.ndarray, classes: Sequence[int], thr: float = 0.20, pom: bool = False,
+def eps_label(cams: np.ndarray, classes: Sequence[int], thr: float | np.ndarray = 0.20, pom: bool = False,
               t_bg: float = 0.3, min_fraction: float = 0.0, pom_cams: np.ndarray | None = None
               ) -> np.ndarray:
     """EPS / CAM pseudo-mask (A.4), optionally + POM (B.4) and the 1 % rule.
 
-    cams: (K, H, W) maps in [0, 1] of the 1-based ``classes``. ``pom``: POM with ``pom_cams``
+    cams: (K, H, W) maps in [0, 1] of the 1-based ``classes``; ``thr`` a constant or (H, W)
+    background score. ``pom``: POM with ``pom_cams``
     ((K, H, W) of the same classes; None = ``cams``), min-max normalised per class.
     ``min_fraction`` > 0 applies the 1 % rule. Returns (H, W) uint8.
     """
@@ -111,6 +121,8 @@ class LabelParams:
 
     method: str
     thr: float = 0.20
+    thr_by_saliency: tuple[float, ...] = ()
+    saliency_thr: float = 0.5
     pom: bool = False
     be_fg_thr: float = 0.3
     be_conflict_thr: float = 0.9
@@ -185,7 +197,11 @@ def make_label(job: LabelJob, params: LabelParams) -> np.ndarray:
         pom_cams = None
         if params.pom and job.pom_cams is not None and job.pom_cams != job.cams:
             pom_cams = read_pom_maps(job.pom_cams, classes, cams.shape, job.cams)
-        return eps_label(cams, classes, params.thr, params.pom, params.pom_t_bg, min_fraction, pom_cams)
+        thr: float | np.ndarray = params.thr
+        if params.thr_by_saliency:
+            saliency = read_saliency_as(job.saliency, cams.shape[1:], params.resize_saliency)
+            thr = saliency_background_score(saliency, *params.thr_by_saliency)
+        return eps_label(cams, classes, thr, params.pom, params.pom_t_bg, min_fraction, pom_cams)
     if method == "nsrom":
         classes, oa_cams = read_maps(job.oa_cams)
         cams = read_pom_maps(job.pom_cams, classes, oa_cams.shape, job.oa_cams) if params.pom else None
@@ -194,6 +210,17 @@ def make_label(job: LabelJob, params: LabelParams) -> np.ndarray:
                            conflict_thr=params.be_conflict_thr, sal_att_thr=params.be_sal_att_thr,
                            att_thr=params.be_att_thr, t_bg=params.pom_t_bg,
                            min_fraction=params.min_fraction)
+    if method == "saliency":
+        saliency = read_saliency(job.saliency)
+        maps = None
+        if job.cams is not None and len(job.classes) > 1:
+            map_classes, cams = read_maps(job.cams)
+            if sorted(map_classes) != sorted(job.classes):
+                raise DataError(f"map file {job.cams} has classes {map_classes} but the image is labelled "
+                                f"{list(job.classes)}")
+            saliency = read_saliency_as(job.saliency, cams.shape[1:], params.resize_saliency)
+            maps = cams[[map_classes.index(c) for c in job.classes]]
+        return saliency_label(saliency, job.classes, maps, params.saliency_thr)
     if method == "nsrm":
         pred = read_label(job.pred, "round-1 prediction")
         pseudo = read_label(job.pseudo, "round-1 pseudo label")
@@ -237,7 +264,11 @@ def label_summary(counts: np.ndarray, images: int, fully_ignored: int,
 
 def params_from_config(cfg, palette: np.ndarray | None) -> LabelParams:
     lc = cfg.labels
-    return LabelParams(method=lc.method, thr=lc.thr, pom=lc.pom, be_fg_thr=lc.be_fg_thr,
+    if lc.thr_by_saliency and len(lc.thr_by_saliency) != 2:
+        raise ConfigError(f"labels.thr_by_saliency must be [thr on salient pixels, thr on non-salient pixels] "
+                          f"or [], got {list(lc.thr_by_saliency)}")
+    return LabelParams(method=lc.method, thr=lc.thr, thr_by_saliency=tuple(lc.thr_by_saliency),
+                       saliency_thr=lc.saliency_thr, pom=lc.pom, be_fg_thr=lc.be_fg_thr,
                        be_conflict_thr=lc.be_conflict_thr, be_sal_att_thr=lc.be_sal_att_thr,
                        be_att_thr=lc.be_att_thr, pom_t_bg=lc.pom_t_bg, min_fraction=lc.min_fraction,
                        eps_min_fraction=lc.eps_min_fraction, nsrm_kernel=lc.nsrm_kernel,
@@ -261,10 +292,15 @@ def _jobs(ctx: StageContext, ids: Sequence[str], todo: set[str], out: Path) -> l
     cfg, lc = ctx.cfg, ctx.cfg.labels
     make = [i for i in ids if i in todo]
     hint = "run the stage that makes them first"
-    root = dataset_root(cfg.data) if lc.method in ("nsrom", "nsrm") else None
+    reads_saliency = lc.method in ("nsrom", "nsrm", "saliency") or (lc.method in ("eps", "cam")
+                                                                    and bool(lc.thr_by_saliency))
+    root = dataset_root(cfg.data) if reads_saliency else None
     folders: dict[str, Path] = {}
     if lc.method in ("eps", "cam"):
         folders["cams"] = require_dir(ctx.path(lc.cams), "labels.cams", "run `wsss cams` first")
+    if lc.method == "saliency" and lc.cams:
+        folders["cams"] = require_dir(ctx.path(lc.cams), "labels.cams",
+                                      "run `wsss cams` first, or set labels.cams='' to use no maps")
     if lc.method == "nsrom":
         folders["oa_cams"] = require_dir(ctx.path(lc.oa_cams), "labels.oa_cams", "run `wsss cams` first")
     if lc.pom and lc.method in ("eps", "cam", "nsrom"):
@@ -282,7 +318,7 @@ def _jobs(ctx: StageContext, ids: Sequence[str], todo: set[str], out: Path) -> l
         require_files([saliency_path(cfg.data, root, i) for i in make], "saliency map",
                       f"check data.saliency_dir = {cfg.data.saliency_dir!r}")
     classes: dict[str, tuple[int, ...]] = {}
-    if lc.method == "nsrm" and make:
+    if lc.method in ("nsrm", "saliency") and make:
         vectors = load_image_labels(cfg.data, build_dataset_info(cfg.data), make)
         classes = {i: tuple(present_classes(v)) for i, v in vectors.items()}
     jobs = []
@@ -334,7 +370,7 @@ def make_labels(ctx: StageContext) -> dict[str, Any]:
     summary = label_summary(counts, len(jobs), fully_ignored, info.class_names)
     summary.update({
         "method": lc.method, "pom": bool(lc.pom) if lc.method in ("eps", "cam", "nsrom") else False,
-        "pom_cams": str(ctx.path(lc.pom_cams or lc.cams)) if lc.pom and lc.method != "nsrm" else "",
+        "pom_cams": str(ctx.path(lc.pom_cams or lc.cams)) if lc.pom and lc.method in ("eps", "cam", "nsrom") else "",
         "split": lc.split, "out": str(out), "made": made, "done_before": len(jobs) - made,
         "seconds": round(seconds, 3), "images_per_s": round(made / seconds, 3) if made and seconds else 0.0,
         "rank": rank, "world_size": world_size,

@@ -27,7 +27,7 @@ Outputs, in ``<run>/<train_cls.out>/`` (default ``classifier/``):
   method, backbone, output_stride, head, num_classes, mean, std, input_size = square_size for
   nsrom else 0, class_names);
 - ``metrics.jsonl``, ``train_cls.log`` and ``tensorboard/train_cls/`` (scalars loss, loss_cls,
-  loss_sal, lr);
+  loss_sal, lr; eps also fg_share: the share of labelled classes in the foreground set);
 - nsrom: ``<run>/<train_cls.oaa_out>/<id>.npz`` (default ``oaa/``) with ``classes`` (K,) int64
   1-based and ``maps`` (K, h, w) uint8 0..255 at the classifier's feature resolution.
 
@@ -311,6 +311,19 @@ def train_classifier(ctx: StageContext, resume: bool = True, stop_after: int | N
     return final
 
 
+def foreground_share(foreground_set: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Share of the batch's labelled classes that EPS's map selection put in the foreground set.
+
+    foreground_set: (B, C+1) bool; labels: (B, C) multi-hot. Returns a 0-d float tensor in [0, 1]
+    (0 for a batch without labels). It is the first thing to look at when EPS's maps stay
+    background: a class that never reaches P > 0.5 on salient pixels never leaves the background set.
+    """
+    in_label = labels.detach() > 0
+    count = in_label.sum()
+    chosen = (foreground_set[:, :in_label.shape[1]] & in_label).sum()
+    return (chosen.float() / count.clamp(min=1)).detach()
+
+
 def _make_step(cfg: Config, num_classes: int, accumulator: AttentionAccumulator | None,
                iters_per_epoch: int):
     """The forward pass + loss of ``train_cls.method`` (and the OAA update for nsrom)."""
@@ -321,7 +334,8 @@ def _make_step(cfg: Config, num_classes: int, accumulator: AttentionAccumulator 
         labels = batch["labels"]
         if tc.method == "eps":
             loss, details = eps_total_loss(logits, maps, batch["saliency"], labels, tau=tc.tau, lam=tc.lam)
-            return {"loss": loss, "loss_cls": details["loss_cls"], "loss_sal": details["loss_sal"]}
+            return {"loss": loss, "loss_cls": details["loss_cls"], "loss_sal": details["loss_sal"],
+                    "fg_share": foreground_share(details["foreground_set"], labels)}
         loss = F.multilabel_soft_margin_loss(logits, labels)
         if accumulator is not None:
             accumulator.update(batch["id"], maps, logits, labels, epoch=it // iters_per_epoch,
