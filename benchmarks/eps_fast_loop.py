@@ -214,13 +214,21 @@ def main() -> None:
     parser.add_argument("--eval-long", type=int, default=320, help="long side of the scoring pass")
     parser.add_argument("--work", default="/tmp/eps_fast_loop", help="scratch folder for the split list")
     parser.add_argument("--json", default=None, help="also write the result here")
+    parser.add_argument("--save", default=None, help="also save the trained weights (state dict) here")
+    parser.add_argument("--load", default=None, help="score these weights instead of training")
     args = parser.parse_args()
     overrides = list(args.set)
     if args.iterations is not None:
         overrides.append(f"train_cls.iterations={args.iterations}")
     cfg = load_config(Config, [args.config], overrides)
     split = subset_split(cfg, args.images, Path(args.work) / f"first{args.images}.txt")
+    if args.load:
+        cfg.train_cls.iterations = 0
     model, seconds = train(cfg, split, lambda line: print(line, flush=True))
+    if args.load:
+        model.load_state_dict(torch.load(args.load, weights_only=True))
+    if args.save:
+        torch.save(model.state_dict(), args.save)
     scored = split
     if args.score_images is not None and args.score_images < args.images:
         scored = subset_split(cfg, args.score_images, Path(args.work) / f"first{args.score_images}.txt")

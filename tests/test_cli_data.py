@@ -27,6 +27,15 @@ def test_synth_then_check(tmp_path, capsys):
     assert data["splits"]["train"]["problems"] == [] and data["saliency"] and data["masks"]
     train = data["splits"]["train"]
     assert train["saliency_on_objects"] > 0.7 and train["saliency_on_background"] < 0.1
+    assert train["saliency_formats"] == {"L": 8} and 0 <= train["saliency_range"][0] < train["saliency_range"][1]
+
+    # A 16-bit copy of a saliency map reads as the same map (not clipped to {0, 255}) and the
+    # check names the format it found.
+    sal8 = np.asarray(Image.open(out / "Saliency" / "train_0000.png"))
+    Image.fromarray(sal8.astype(np.uint16) * 257).save(out / "Saliency" / "train_0000.png")
+    assert main(["data", "check", "--config", str(out / "dataset.yaml"), "--json", str(report)]) == 0
+    assert "files by mode: I;16: 1, L: 7" in capsys.readouterr().out
+    assert json.loads(report.read_text())["splits"]["train"]["saliency_on_objects"] == train["saliency_on_objects"]
 
     # --root finds dataset.yaml; a missing saliency map and a wrong label are reported as problems.
     (out / "Saliency" / "train_0001.png").unlink()

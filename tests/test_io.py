@@ -66,3 +66,17 @@ def test_dataset_descriptions():
         dataset_info("imagenet")
     with pytest.raises(DataError, match="duplicate"):
         dataset_info("x", ["background", "a", "a"])
+
+
+def test_saliency_of_any_bit_depth_is_rescaled_not_clipped(tmp_path):
+    sixteen = np.array([[0, 1000, 32768, 65535]], dtype=np.uint16)
+    Image.fromarray(sixteen).save(tmp_path / "s16.png")
+    assert Image.open(tmp_path / "s16.png").mode.startswith("I;16")
+    np.testing.assert_array_equal(read_saliency(tmp_path / "s16.png"), [[0, 4, 128, 255]])
+    Image.fromarray(np.array([[False, True]])).save(tmp_path / "s1.png")
+    np.testing.assert_array_equal(read_saliency(tmp_path / "s1.png"), [[0, 255]])
+    Image.fromarray(np.array([[0.0, 0.5, 1.0]], dtype=np.float32)).save(tmp_path / "sf.tif")
+    np.testing.assert_array_equal(read_saliency(tmp_path / "sf.tif"), [[0, 128, 255]])
+    eight = np.array([[0, 7, 200, 255]], dtype=np.uint8)
+    Image.fromarray(eight).save(tmp_path / "s8.png")
+    np.testing.assert_array_equal(read_saliency(tmp_path / "s8.png"), eight)

@@ -76,6 +76,18 @@ def test_from_and_only(tmp_path, cfg):
         plan(cfg, STEPS, tmp_path, always_complete, start_from="nope")
 
 
+def test_until_stops_after_a_step(tmp_path, cfg):
+    assert actions(plan(cfg, STEPS, tmp_path, always_complete, until="labels")) == [
+        ("train", "run"), ("cams", "run"), ("labels", "run")]
+    mark_done(tmp_path, plan(cfg, STEPS, tmp_path, always_complete))
+    assert actions(plan(cfg, STEPS, tmp_path, always_complete, start_from="cams", until="cams")) == [
+        ("train", "skip"), ("cams", "run")]
+    with pytest.raises(ConfigError, match="--until nope: no such step"):
+        plan(cfg, STEPS, tmp_path, always_complete, until="nope")
+    with pytest.raises(ConfigError, match="--until cams comes before --from labels"):
+        plan(cfg, STEPS, tmp_path, always_complete, start_from="labels", until="cams")
+
+
 def test_fingerprint_depends_on_the_previous_step_and_split_contents(tmp_path):
     root = tmp_path / "d"
     (root / "ImageSets/Segmentation").mkdir(parents=True)

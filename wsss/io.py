@@ -66,15 +66,39 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
 
 
+#: Full scale of a saliency file by its Pillow mode (values are rescaled to 0..255).
+_SALIENCY_FULL_SCALE = {"1": 1, "L": 255, "I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535}
+
+
+def saliency_scale(img: Image.Image, arr: np.ndarray) -> float:
+    """The value that means "fully salient" in a saliency file: 1 for 1-bit, 255 for 8-bit and
+    65535 for 16-bit maps; 32-bit integer maps are 16-bit when a value exceeds 255, float maps are
+    on [0, 1] when no value exceeds 1."""
+    if img.mode in _SALIENCY_FULL_SCALE:
+        return float(_SALIENCY_FULL_SCALE[img.mode])
+    if img.mode == "I":
+        return 65535.0 if arr.size and arr.max() > 255 else 255.0
+    if img.mode == "F":
+        return 1.0 if arr.size and arr.max() <= 1.0 else 255.0
+    return 255.0
+
+
 def read_saliency(path: str | os.PathLike) -> np.ndarray:
-    """Read a grayscale saliency map. Returns ``(H, W) uint8`` in 0..255."""
+    """Read a grayscale saliency map of any bit depth. Returns ``(H, W) uint8`` in 0..255.
+
+    8-bit maps are returned as stored; 1-bit, 16-bit, 32-bit and float maps are rescaled from
+    their full scale (:func:`saliency_scale`) to 0..255 (rounded), never clipped. Colour and
+    palette images are converted to luminance.
+    """
     img = _open_image(Path(path), "saliency map")
-    if img.mode not in ("L", "P", "I", "I;16", "1"):
+    if img.mode not in ("L", "I", "F", "1") and not img.mode.startswith("I;16"):
         img = img.convert("L")
     arr = np.asarray(img)
-    if arr.dtype != np.uint8:
-        arr = np.clip(arr, 0, 255).astype(np.uint8)
-    return arr.copy()
+    if img.mode == "L":
+        return arr.astype(np.uint8, copy=True)
+    scale = saliency_scale(img, arr)
+    values = np.clip(arr.astype(np.float64) * (255.0 / scale), 0, 255)
+    return np.rint(values).astype(np.uint8)
 
 
 def read_label(path: str | os.PathLike, what: str = "label map") -> np.ndarray:

@@ -169,6 +169,14 @@ def config_for_check(args: argparse.Namespace) -> Config:
     return load_config(Config, paths, overrides + list(args.overrides))
 
 
+def saliency_file_mode(path) -> str:
+    """The Pillow mode of a saliency file (``L`` = 8-bit, ``I;16`` = 16-bit, ...), header only."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return img.mode
+
+
 def check_dataset(data_cfg, splits: list[str], saliency: bool = True, progress: bool = False) -> dict:
     """Load every item of ``splits`` through :class:`VOCDataset` (images, masks, saliency maps).
 
@@ -195,6 +203,8 @@ def check_dataset(data_cfg, splits: list[str], saliency: bool = True, progress: 
         class_images: Counter = Counter()
         class_pixels = np.zeros(256, dtype=np.int64)
         sal_object, sal_background = [0, 0], [0, 0]   # [salient pixels, pixels]
+        sal_range = [255, 0]                             # min, max of the maps as read (0..255)
+        sal_formats: Counter = Counter()                 # file modes (bit depths) of the maps
         for index in tqdm(range(len(ds)), desc=f"check {ds.split_name}", unit="img", disable=not progress):
             image_id = ds.ids[index]
             try:
@@ -204,6 +214,9 @@ def check_dataset(data_cfg, splits: list[str], saliency: bool = True, progress: 
                 continue
             labels = present_classes(item["labels"])
             class_images.update(labels)
+            if "saliency" in item:
+                sal_range = [min(sal_range[0], int(item["saliency"].min())), max(sal_range[1], int(item["saliency"].max()))]
+                sal_formats[saliency_file_mode(ds.saliency_path(image_id))] += 1
             if "mask" in item:
                 mask = item["mask"]
                 counts = np.bincount(mask.ravel(), minlength=256)
@@ -229,6 +242,8 @@ def check_dataset(data_cfg, splits: list[str], saliency: bool = True, progress: 
                             | {"ignore": float(class_pixels[255] / total_pixels)}) if has_masks else {},
             "saliency_on_objects": sal_object[0] / sal_object[1] if sal_object[1] else None,
             "saliency_on_background": sal_background[0] / sal_background[1] if sal_background[1] else None,
+            "saliency_range": sal_range if sal_formats else None,
+            "saliency_formats": dict(sal_formats),
             "problems": problems,
         }
     return report
@@ -268,6 +283,10 @@ def _format_report(report: dict) -> str:
             lines.append(f"  {name:<{width}}  {count:>6}  {pct:>7}")
         if r["pixel_share"]:
             lines.append(f"  {'(255 ignore)':<{width}}  {'':>6}  {100 * r['pixel_share']['ignore']:>7.2f}")
+        if r.get("saliency_range") is not None:
+            formats = ", ".join(f"{mode}: {n}" for mode, n in sorted(r["saliency_formats"].items()))
+            lines.append(f"  saliency values {r['saliency_range'][0]}..{r['saliency_range'][1]} after reading "
+                         f"(0..255; files by mode: {formats})")
         if r["saliency_on_objects"] is not None:
             lines.append(f"  saliency >= {SATURATION}: {100 * r['saliency_on_objects']:.1f}% of object pixels, "
                          f"{100 * r['saliency_on_background']:.1f}% of background pixels")

@@ -21,6 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override one config value (repeatable)")
     parser.add_argument("--from", dest="start_from", metavar="STEP", help="re-run from this step on")
     parser.add_argument("--only", metavar="STEP", help="run only this step")
+    parser.add_argument("--until", metavar="STEP", help="stop after this step (e.g. the pseudo labels' eval)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan (run/skip and why) and stop")
 
 
@@ -28,5 +29,5 @@ def run(args: argparse.Namespace) -> int:
     from wsss.pipeline.run import run_pipeline
 
     run_pipeline(args.config, args.overrides, start_from=args.start_from, only=args.only,
-                 dry_run=args.dry_run)
+                 until=args.until, dry_run=args.dry_run)
     return 0

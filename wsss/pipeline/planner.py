@@ -133,14 +133,19 @@ def read_marker(path: Path) -> dict[str, Any] | None:
 
 def plan(cfg: Config, steps: list[Step], run_dir: Path,
          outputs_complete: Callable[[Step, Config], bool],
-         start_from: str | None = None, only: str | None = None) -> list[PlannedStep]:
+         start_from: str | None = None, only: str | None = None,
+         until: str | None = None) -> list[PlannedStep]:
     """Decide, for every step in order, whether it runs or is skipped.
 
     ``outputs_complete(step, cfg)`` says whether a step's outputs exist. ``start_from`` forces that
-    step and every later one to run; ``only`` plans that single step (forced to run).
+    step and every later one to run; ``only`` plans that single step (forced to run); ``until``
+    plans the steps up to and including that one (the later ones are left out, untouched).
     """
     names = [s.name for s in steps]
-    for flag, value in (("--from", start_from), ("--only", only)):
+    if until is not None and start_from is not None and until in names and start_from in names \
+            and names.index(until) < names.index(start_from):
+        raise ConfigError(f"--until {until} comes before --from {start_from}")
+    for flag, value in (("--from", start_from), ("--only", only), ("--until", until)):
         if value is not None and value not in names:
             raise ConfigError(f"{flag} {value}: no such step (steps: {', '.join(names)})")
     planned: list[PlannedStep] = []
@@ -170,4 +175,6 @@ def plan(cfg: Config, steps: list[Step], run_dir: Path,
         if action == "run" and earlier is None:
             earlier = step.name  # every step after one that runs runs too
         planned.append(PlannedStep(step, scfg, fp, action, reason, fresh))
+        if step.name == until:
+            break
     return planned

@@ -22,14 +22,15 @@ from wsss.stages.context import run_dir_for
 
 
 def run_pipeline(config_paths: Sequence[str | Path], overrides: Sequence[str] = (), *,
-                 start_from: str | None = None, only: str | None = None, dry_run: bool = False,
+                 start_from: str | None = None, only: str | None = None, until: str | None = None,
+                 dry_run: bool = False,
                  log: Callable[[str], None] = print, base: dict | None = None) -> dict:
     """Run (or, with ``dry_run``, only plan) the pipeline of a config. Returns
     ``{"run_dir", "plan", "records", "summary"}``."""
     cfg = load_config(Config, list(config_paths), list(overrides), base=base)
     steps = parse_steps(cfg.pipeline.steps)
     run_dir = run_dir_for(cfg, list(config_paths))
-    planned = make_plan(cfg, steps, run_dir, start_from=start_from, only=only)
+    planned = make_plan(cfg, steps, run_dir, start_from=start_from, only=only, until=until)
     log(f"run {run_dir}: {len(steps)} steps")
     log(describe_plan(planned))
     result: dict = {"run_dir": run_dir, "plan": planned, "records": [], "summary": []}

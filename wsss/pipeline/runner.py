@@ -120,7 +120,7 @@ def run_stage(step: Step, ctx: StageContext, resume: bool = True) -> Any:
 
 
 def make_plan(cfg: Config, steps: list[Step], run_dir: Path, start_from: str | None = None,
-              only: str | None = None, check_wiring: bool = True) -> list[PlannedStep]:
+              only: str | None = None, check_wiring: bool = True, until: str | None = None) -> list[PlannedStep]:
     """Plan the steps (:func:`~wsss.pipeline.planner.plan`) with their outputs attached. With
     ``check_wiring`` a :class:`ConfigError` lists every input that no earlier step writes and
     that does not exist, and every output two steps would write."""
@@ -134,7 +134,7 @@ def make_plan(cfg: Config, steps: list[Step], run_dir: Path, start_from: str | N
     def complete(step: Step, scfg: Config) -> bool:
         return outputs_complete(outputs[step.name], StageContext(scfg, run_dir))
 
-    planned = plan(cfg, steps, run_dir, complete, start_from=start_from, only=only)
+    planned = plan(cfg, steps, run_dir, complete, start_from=start_from, only=only, until=until)
     for p in planned:
         p.outputs = outputs[p.step.name]
     return planned
