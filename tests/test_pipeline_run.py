@@ -213,19 +213,67 @@ def test_inputs_no_step_writes_and_outputs_written_twice_are_refused_before_runn
     assert len(run_pipeline([typo], dry_run=True, log=lambda _: None)["plan"]) == 2
 
 
-def test_a_fresh_step_never_removes_the_run_directory_or_the_dataset(tmp_path):
-    from wsss.errors import ConfigError
-    from wsss.pipeline.runner import clear_outputs, make_plan
-    from wsss.pipeline.planner import parse_steps
-    from wsss.stages.context import StageContext
+def test_outputs_outside_the_run_directory_or_in_the_dataset_are_refused_at_planning(tmp_path):
     from wsss.config import Config, load_config
+    from wsss.errors import ConfigError
+    from wsss.pipeline.planner import parse_steps
+    from wsss.pipeline.runner import make_plan
 
     (tmp_path / "data" / "SegmentationClass").mkdir(parents=True)
+    (tmp_path / "victim").mkdir()
+    (tmp_path / "victim" / "precious.txt").write_text("keep me")
     (tmp_path / "w").mkdir()
-    for out, what in ((".", "the run directory"), (str(tmp_path / "data" / "SegmentationClass"), "the dataset")):
-        cfg = load_config(Config, [_write(tmp_path, [{"name": "t", "stage": "crf",
-                                                      "set": ["crf.input=/", f"crf.out={out}"]}])])
-        (planned,) = make_plan(cfg, parse_steps(cfg.pipeline.steps), tmp_path / "w")
-        with pytest.raises(ConfigError, match=what):
-            clear_outputs(planned.step, planned.outputs, StageContext(planned.cfg, tmp_path / "w"))
-    assert (tmp_path / "w").is_dir() and (tmp_path / "data" / "SegmentationClass").is_dir()
+    cases = [
+        ([{"name": "t", "stage": "crf", "set": ["crf.input=/", "crf.out=."]}], "not inside the run directory"),
+        ([{"name": "t", "stage": "crf", "set": ["crf.input=/", f"crf.out={tmp_path / 'data' / 'SegmentationClass'}"]}],
+         "not inside the run directory"),
+        ([{"name": "t", "stage": "labels", "set": ["labels.cams=/", "labels.out=../victim"]}], "not inside the run directory"),
+        ([{"name": "c", "stage": "crf", "set": ["crf.input=/", "crf.out=labels"]},
+          {"name": "t", "stage": "crf", "set": ["crf.input=/", "crf.out=labels/inner"]}], "write into each other's folders"),
+        # a cams step writing into the folder of the classifier another step trains
+        ([{"name": "train", "stage": "train_cls"},
+          {"name": "cams", "stage": "cams", "set": ["cams.out=classifier"]}], "'train' and 'cams' both write"),
+    ]
+    for steps, message in cases:
+        cfg = load_config(Config, [_write(tmp_path, steps)], [f"data.root={tmp_path / 'data'}"])
+        with pytest.raises(ConfigError, match=message):
+            make_plan(cfg, parse_steps(cfg.pipeline.steps), tmp_path / "w")
+    # inside the run directory but in the dataset (a dataset kept in the run directory)
+    cfg = load_config(Config, [_write(tmp_path, [{"name": "t", "stage": "crf", "set": ["crf.input=/", "crf.out=d/x"]}])],
+                      [f"data.root={tmp_path / 'w' / 'd'}"])
+    with pytest.raises(ConfigError, match="lies in or holds the dataset"):
+        make_plan(cfg, parse_steps(cfg.pipeline.steps), tmp_path / "w")
+    for bad in ("../../../precious", ".hidden", "a/b"):
+        with pytest.raises(ConfigError, match="not a plain name"):
+            parse_steps([{"name": bad, "stage": "crf"}])
+    assert (tmp_path / "victim" / "precious.txt").read_text() == "keep me"
+    assert (tmp_path / "data" / "SegmentationClass").is_dir()
+
+
+def test_a_fresh_step_removes_only_folders_it_wrote(tmp_path):
+    from wsss.config import Config, load_config
+    from wsss.errors import ConfigError
+    from wsss.pipeline.planner import marker_dir, parse_steps
+    from wsss.pipeline.runner import OWNER_FILE, claim_outputs, clear_outputs, make_plan
+    from wsss.stages.context import StageContext
+
+    cfg = load_config(Config, [_write(tmp_path, [{"name": "t", "stage": "crf", "set": ["crf.input=/", "crf.out=out"]}])])
+    (planned,) = make_plan(cfg, parse_steps(cfg.pipeline.steps), tmp_path / "w")
+    ctx = StageContext(planned.cfg, tmp_path / "w")
+    out = tmp_path / "w" / "out"
+    out.mkdir(parents=True)
+    (out / "mine.png").write_bytes(b"x")
+    with pytest.raises(ConfigError, match="written by no step of this run"):   # a folder it did not write
+        clear_outputs(planned.step, planned.outputs, ctx)
+    (out / OWNER_FILE).write_text("other\n")
+    with pytest.raises(ConfigError, match="written by step 'other'"):
+        clear_outputs(planned.step, planned.outputs, ctx)
+    assert (out / "mine.png").is_file()
+    claim_outputs(planned.step, planned.outputs)
+    assert (out / OWNER_FILE).read_text() == "t\n"
+    assert clear_outputs(planned.step, planned.outputs, ctx) == 1 and not out.exists()
+    # a run from before owner files: the step's start marker vouches for its folder
+    out.mkdir()
+    marker_dir(tmp_path / "w").mkdir(parents=True, exist_ok=True)
+    (marker_dir(tmp_path / "w") / "t.started.json").write_text("{}")
+    assert clear_outputs(planned.step, planned.outputs, ctx) == 1 and not out.exists()

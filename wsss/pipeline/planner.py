@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -23,6 +24,9 @@ from wsss.config import Config, apply_overrides, from_dict, to_dict
 from wsss.errors import ConfigError
 
 # Config sections each stage reads (besides `data`, read by every stage, and run.seed).
+#: A step name: it becomes file names under ``<run>/.steps`` and ``<run>/eval``.
+STEP_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "train_cls": ("model", "train_cls"),
     "train_iam": ("model", "train_cls", "iam"),
@@ -72,6 +76,10 @@ def parse_steps(raw: list[dict[str, Any]]) -> list[Step]:
             raise ConfigError(f"config key 'pipeline.steps[{i}].stage': unknown stage {stage!r} "
                               f"(stages: {', '.join(STAGE_SECTIONS)})")
         name = str(item.get("name") or stage)
+        if not STEP_NAME.fullmatch(name):
+            raise ConfigError(f"config key 'pipeline.steps[{i}].name': {name!r} is not a plain name "
+                              f"(letters, digits, '_', '-', '.'; not starting with '.'): step names "
+                              f"become file names in the run directory")
         if name in seen:
             raise ConfigError(f"config key 'pipeline.steps[{i}].name': step name {name!r} is used twice")
         seen.add(name)

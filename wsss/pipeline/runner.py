@@ -24,7 +24,7 @@ from wsss.config.loader import dump_yaml
 from wsss.errors import ConfigError
 from wsss.io import write_text_atomic
 from wsss.pipeline.planner import PlannedStep, Step, marker_dir, plan, read_marker, step_config
-from wsss.pipeline.wiring import Output, eval_json_path, pipeline_io, wiring_problems
+from wsss.pipeline.wiring import Output, eval_json_path, pipeline_io, placement_problems, territory, wiring_problems
 from wsss.stages.context import StageContext
 
 
@@ -72,16 +72,52 @@ def _check_removable(target: Path, ctx: StageContext) -> None:
                               f"{path}: give the step an output folder of its own")
 
 
+#: Written into every output folder a step owns; a folder is only ever removed by the step named in it.
+OWNER_FILE = ".wsss-step"
+
+
+def claim_outputs(step: Step, outputs: list[Output]) -> None:
+    """Create the output folders a step owns and mark them as the step's (see :data:`OWNER_FILE`)."""
+    for out in outputs:
+        folder = territory(step, out)
+        if out.kind == "file" and not step.stage.startswith("train"):
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        owner = folder / OWNER_FILE
+        if not owner.is_file() or owner.read_text().strip() != step.name:
+            write_text_atomic(owner, step.name + "\n")
+
+
+def _owner_of(folder: Path) -> str | None:
+    try:
+        return (folder / OWNER_FILE).read_text().strip()
+    except OSError:
+        return None
+
+
 def clear_outputs(step: Step, outputs: list[Output], ctx: StageContext) -> int:
     """Remove a step's outputs before it starts afresh (a training step: its whole folder, so that
-    no ``last.pt`` of other settings is resumed). Returns how many paths were removed."""
+    no ``last.pt`` of other settings is resumed). Returns how many paths were removed.
+
+    Only what the step wrote is removed: a folder must carry the step's :data:`OWNER_FILE` (a
+    folder of the run directory without one, from a run before owner files existed, counts as the
+    step's when the run's ``.steps`` records that this step started); anything else is refused.
+    """
     removed = 0
+    started = (marker_dir(ctx.run_dir) / f"{step.name}.started.json").is_file()
     for out in outputs:
-        target = out.path.parent if (out.kind == "file" and step.stage.startswith("train")) else out.path
+        target = territory(step, out)
         if not target.exists():
             continue
         _check_removable(target, ctx)
         if target.is_dir():
+            owner = _owner_of(target)
+            legacy = owner is None and started and ctx.run_dir.resolve() in target.resolve().parents
+            if owner != step.name and not legacy:
+                who = f"step {owner!r}" if owner else "no step of this run"
+                raise ConfigError(f"step {step.name!r} would remove {target} to start afresh, but it was "
+                                  f"written by {who}: move it away or give the step another folder")
             shutil.rmtree(target)
         else:
             target.unlink()
@@ -125,6 +161,9 @@ def make_plan(cfg: Config, steps: list[Step], run_dir: Path, start_from: str | N
     ``check_wiring`` a :class:`ConfigError` lists every input that no earlier step writes and
     that does not exist, and every output two steps would write."""
     ios = pipeline_io(steps, [step_config(cfg, s) for s in steps], run_dir)
+    problems = placement_problems(ios, run_dir, cfg.data.root or None)
+    if problems:
+        raise ConfigError("the pipeline's outputs are misplaced:\n  " + "\n  ".join(dict.fromkeys(problems)))
     if check_wiring:
         problems = wiring_problems(ios)
         if problems:
@@ -172,6 +211,7 @@ def execute(planned: list[PlannedStep], run_dir: Path, log: Callable[[str], None
                 removed = clear_outputs(p.step, p.outputs, ctx)
             write_text_atomic(markers / f"{p.step.name}.config.yaml", dump_yaml(p.cfg))
             write_text_atomic(started, json.dumps({"fingerprint": p.fingerprint, "time": time.time()}))
+            claim_outputs(p.step, p.outputs)
         _barrier(p.cfg.run.device)
         log(f"[{p.step.name}] {p.step.stage}: {p.reason}" + (" (old outputs removed)" if removed else ""))
         t0 = time.time()

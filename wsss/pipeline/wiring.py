@@ -121,6 +121,46 @@ def _written_by(path: Path, output: Output) -> bool:
     return path == output.path or (output.kind == "file" and path == output.path.parent)
 
 
+def territory(step: Step, output: Output) -> Path:
+    """What a step owns for an output, i.e. what a fresh start of the step removes: a training
+    step's whole output folder (so no ``last.pt`` of other settings is resumed), else the output."""
+    if output.kind == "file" and step.stage.startswith("train"):
+        return output.path.parent
+    return output.path
+
+
+def _overlaps(a: Path, b: Path) -> bool:
+    return a == b or a in b.parents or b in a.parents
+
+
+def placement_problems(ios: list[StepIO], run_dir: Path, dataset: Path | None = None) -> list[str]:
+    """Outputs that lie outside the run directory, in (or around) the dataset, or inside another
+    step's output: a fresh start of a step removes what it owns, which must never be anything else."""
+    run_dir = Path(run_dir).resolve()
+    dataset = Path(dataset).expanduser().resolve() if dataset else None
+    problems = []
+    owned: list[tuple[Path, str]] = []
+    for io in ios:
+        for out in io.outputs:
+            area = territory(io.step, out).resolve()
+            if run_dir not in area.parents:
+                problems.append(f"step {io.step.name!r}: its output {area} is not inside the run directory "
+                                f"{run_dir}: give it a folder name relative to the run directory")
+                continue
+            if dataset is not None and _overlaps(area, dataset):
+                problems.append(f"step {io.step.name!r}: its output {area} lies in or holds the dataset {dataset}")
+                continue
+            for other, name in owned:
+                if name != io.step.name and area == other:
+                    problems.append(f"steps {name!r} and {io.step.name!r} both write {area}: give one of "
+                                    f"them another folder in its 'set' list")
+                elif name != io.step.name and _overlaps(area, other):
+                    problems.append(f"steps {name!r} and {io.step.name!r} write into each other's folders "
+                                    f"({other} and {area}): give one of them a folder of its own")
+            owned.append((area, io.step.name))
+    return problems
+
+
 def wiring_problems(ios: list[StepIO]) -> list[str]:
     """Inputs that no earlier step writes and that do not exist; outputs written by two steps."""
     problems = []
