@@ -38,6 +38,18 @@ class StageContext:
         p = Path(rel).expanduser()
         return p if p.is_absolute() else self.run_dir / p
 
+    def output_path(self, rel: str | Path, key: str) -> Path:
+        """:meth:`path` of an output named by config ``key``; an output in (or holding) the
+        dataset is refused, so no stage ever writes into the data or over the ground truth."""
+        out = self.path(rel)
+        if self.cfg.data.root:
+            data = Path(self.cfg.data.root).expanduser().resolve()
+            target = out.resolve()
+            if target == data or data in target.parents or target in data.parents:
+                raise ConfigError(f"{key} = {str(rel)!r} resolves to {target}, which lies in (or holds) the "
+                                  f"dataset {data}: outputs go to the run directory, never into the data")
+        return out
+
     def split_ids(self, split: str) -> list[str]:
         """The ids of ``split`` (a split name of the dataset, or a list file)."""
         if not self.cfg.data.root:

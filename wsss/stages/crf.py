@@ -119,7 +119,7 @@ def run_crf(ctx: StageContext) -> dict[str, Any]:
     rank, world_size, _ = env_shard()
     source = require_dir(ctx.path(cc.input), "crf.input",
                          "give a folder of <id>.npz probabilities or <id>.png labels")
-    out = ctx.path(cc.out)
+    out = ctx.output_path(cc.out, "crf.out")
     if out.resolve() == source.resolve():
         raise ConfigError(f"crf.out and crf.input are the same folder {out}: give another crf.out")
     if not 0.0 < cc.gt_prob < 1.0:

@@ -257,13 +257,13 @@ def infer_cams(ctx: StageContext) -> dict[str, Any]:
     _check_classifier(meta, checkpoint, info.num_classes, (method,))
     norm = input_normalizer(model, meta)
     iam = iam_norm = None
-    out_dirs = {"cams": ctx.path(cc.out)}
+    out_dirs = {"cams": ctx.output_path(cc.out, "cams.out")}
     if method == "nsrom":
         iam_path = ctx.path(cc.iam_checkpoint)
         iam, iam_meta = load_trained_classifier(iam_path, device)
         _check_classifier(iam_meta, iam_path, info.num_classes, ("iam",))
         iam_norm = input_normalizer(iam, iam_meta)
-        out_dirs["oa_cams"] = ctx.path(cc.oa_out)
+        out_dirs["oa_cams"] = ctx.output_path(cc.oa_out, "cams.oa_out")
         if out_dirs["oa_cams"].resolve() == out_dirs["cams"].resolve():
             raise ConfigError("cams.out and cams.oa_out name the same folder: give them different names")
     plan = pass_plan_for(method, cc)

@@ -276,11 +276,7 @@ def params_from_config(cfg, palette: np.ndarray | None) -> LabelParams:
 
 
 def _check_out(ctx: StageContext, out: Path) -> None:
-    lc, data = ctx.cfg.labels, ctx.cfg.data
-    gt = (dataset_root(data) / data.mask_dir).resolve()
-    if out.resolve() == gt:
-        raise ConfigError(f"labels.out = {lc.out!r} resolves to the ground-truth folder {gt}: "
-                          f"pseudo labels must go elsewhere")
+    lc = ctx.cfg.labels
     if lc.method == "nsrm":
         for key in ("nsrm_pred", "nsrm_labels"):
             if ctx.path(getattr(lc, key)).resolve() == out.resolve():
@@ -346,7 +342,7 @@ def make_labels(ctx: StageContext) -> dict[str, Any]:
         raise ConfigError(f"labels.method = {lc.method!r}: use one of {', '.join(METHODS)}")
     rank, world_size, _ = env_shard()
     info = build_dataset_info(cfg.data)
-    out = ctx.path(lc.out)
+    out = ctx.output_path(lc.out, "labels.out")
     _check_out(ctx, out)
     ids = shard_ids(ctx.split_ids(lc.split), rank, world_size)
     out.mkdir(parents=True, exist_ok=True)

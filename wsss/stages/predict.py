@@ -125,8 +125,8 @@ def predict(ctx) -> dict:
     rank, world_size, local_rank = env_shard()
     device = resolve_device(cfg.run.device, local_rank, world_size)
     info = build_dataset_info(cfg.data)
-    out_dir = ctx.path(pcfg.out)
-    probs_dir = probs_folder(out_dir) if pcfg.save_probs else None
+    out_dir = ctx.output_path(pcfg.out, "predict.out")
+    probs_dir = ctx.output_path(probs_folder(out_dir), "predict.out (probabilities)") if pcfg.save_probs else None
     root = dataset_root(cfg.data)
 
     ids = ctx.split_ids(pcfg.split)

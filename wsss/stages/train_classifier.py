@@ -233,7 +233,7 @@ def train_classifier(ctx: StageContext, resume: bool = True, stop_after: int | N
     cfg = ctx.cfg
     check_classifier_config(cfg)
     tc = cfg.train_cls
-    out_dir = ctx.path(tc.out)
+    out_dir = ctx.output_path(tc.out, "train_cls.out")
     with init_distributed(cfg.run.device) as dist:
         if dist.is_main:
             ctx.record("train_cls", str(dist.device), dist.world_size)
@@ -302,7 +302,7 @@ def train_classifier(ctx: StageContext, resume: bool = True, stop_after: int | N
                              classifier_meta(cfg, result.model, num_classes, info.class_names, head, max_iters))
                 logger.info("final weights: %s", final)
                 if accumulator is not None:
-                    oaa_dir = ctx.path(tc.oaa_out)
+                    oaa_dir = ctx.output_path(tc.oaa_out, "train_cls.oaa_out")
                     count = export_attention(accumulator, oaa_dir)
                     logger.info("accumulated attention of %d images: %s", count, oaa_dir)
                     if count < len(dataset):

@@ -131,7 +131,7 @@ def train_iam(ctx: StageContext, resume: bool = True, stop_after: int | None = N
     cfg = ctx.cfg
     check_iam_config(cfg)
     tc, ic = cfg.train_cls, cfg.iam
-    out_dir = ctx.path(ic.out)
+    out_dir = ctx.output_path(ic.out, "iam.out")
     attention_dir = ctx.path(ic.attention)
     with init_distributed(cfg.run.device) as dist:
         if dist.is_main:

@@ -244,7 +244,7 @@ def train_segmenter(ctx, resume: bool = True, stop_after: int | None = None) -> 
     cfg = ctx.cfg
     tcfg = cfg.train_seg
     check_segmenter_config(tcfg)
-    out_dir = ctx.path(tcfg.out)
+    out_dir = ctx.output_path(tcfg.out, "train_seg.out")
     with init_distributed(cfg.run.device) as dist:
         per_rank = per_rank_batch_size(tcfg.batch_size, dist.world_size, "train_seg.batch_size")
         if dist.is_main:
