@@ -277,3 +277,33 @@ def test_a_fresh_step_removes_only_folders_it_wrote(tmp_path):
     marker_dir(tmp_path / "w").mkdir(parents=True, exist_ok=True)
     (marker_dir(tmp_path / "w") / "t.started.json").write_text("{}")
     assert clear_outputs(planned.step, planned.outputs, ctx) == 1 and not out.exists()
+
+def test_a_second_run_on_the_same_directory_fails_with_the_holders_pid(tmp_path):
+    import re
+    import subprocess
+    import sys
+    import textwrap
+
+    from wsss.errors import WsssError
+    from wsss.pipeline.run import run_directory_lock
+
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from wsss.pipeline.run import run_directory_lock
+        with run_directory_lock(Path({str(run_dir)!r})):
+            print("locked", flush=True)
+            time.sleep(30)
+        """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(WsssError, match=re.escape(f"in use by another `wsss run` (PID {holder.pid})")):
+            with run_directory_lock(run_dir):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with run_directory_lock(run_dir):   # a killed holder leaves no stale lock
+        pass

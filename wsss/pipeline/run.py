@@ -9,16 +9,44 @@ markers with the fingerprint); ``eval/<step>.json`` of every evaluation; ``summa
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from wsss.config import Config, load_config
+from wsss.errors import WsssError
 from wsss.engine.runinfo import write_run_info
 from wsss.pipeline.planner import parse_steps
 from wsss.pipeline.runner import describe_plan, execute, make_plan
 from wsss.pipeline.summary import format_table, write_summary
 from wsss.stages.context import run_dir_for
+
+
+#: The lock file of a run directory: held (flock) by the process that runs its pipeline.
+LOCK_NAME = ".lock"
+
+
+@contextlib.contextmanager
+def run_directory_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``<run_dir>/.lock`` for the duration of a pipeline; a second ``wsss run`` on the same
+    directory fails at once with the holder's PID. The kernel drops the lock when the holder
+    exits, even on ``kill -9``, so a stale file never blocks a later run."""
+    path = run_dir / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise WsssError(f"run directory {run_dir} is in use by another `wsss run` (PID {holder}); "
+                            f"wait for it to finish or stop it") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 def run_pipeline(config_paths: Sequence[str | Path], overrides: Sequence[str] = (), *,
@@ -38,10 +66,20 @@ def run_pipeline(config_paths: Sequence[str | Path], overrides: Sequence[str] = 
         return result
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_run_info(run_dir, cfg, device=cfg.run.device, world_size=world)
-    result["records"] = execute(planned, run_dir, log=log)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # one job per run directory: only rank 0 of a torchrun job takes the lock
+    with run_directory_lock(run_dir) if rank == 0 else contextlib.nullcontext():
+        if rank == 0:   # plan again under the lock: a run that just finished may have moved on
+            planned = make_plan(cfg, steps, run_dir, start_from=start_from, only=only, until=until)
+            result["plan"] = planned
+            write_run_info(run_dir, cfg, device=cfg.run.device, world_size=world)
+        result["records"] = execute(planned, run_dir, log=log)
+        _finish(result, cfg, steps, run_dir, rank, world, log)
+    return result
+
+
+def _finish(result: dict, cfg: Config, steps, run_dir: Path, rank: int, world: int,
+            log: Callable[[str], None]) -> None:
     if rank == 0:
         # the stages each wrote their step's config; leave the pipeline's own at the top level
         write_run_info(run_dir, cfg, device=cfg.run.device, world_size=world)
@@ -54,4 +92,3 @@ def run_pipeline(config_paths: Sequence[str | Path], overrides: Sequence[str] = 
         from wsss.engine.distributed import cleanup
 
         cleanup()
-    return result
