@@ -93,3 +93,16 @@ def test_real_schema_round_trips_through_yaml(tmp_path):
     again = load_config(Config, write(tmp_path / "r.yaml", yaml.safe_load(text)))
     assert again == cfg
     assert again.data.root == "/data/voc" and again.run.seed == 7
+
+
+def test_floats_in_every_standard_form(tmp_path):
+    from wsss.config import Config, load_config
+    from wsss.errors import ConfigError
+
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("train_cls:\n  lr: 1e-3\n  weight_decay: 5E-4\n")   # YAML 1.1 strings
+    cfg = load_config(Config, [cfg_file], ["train_cls.momentum=9e-1"])
+    assert cfg.train_cls.lr == 1e-3 and cfg.train_cls.weight_decay == 5e-4 and cfg.train_cls.momentum == 0.9
+    for bad in ("fast", "nan", "inf"):
+        with pytest.raises(ConfigError, match="train_cls.lr"):
+            load_config(Config, overrides=[f"train_cls.lr={bad}"])

@@ -169,7 +169,8 @@ def test_nsrom_pseudo_label_composes_be_pom_and_the_one_percent_rule():
 
 
 def test_minmax_normalize():
-    assert minmax_normalize(np.array([[2, 4], [6, 10]], dtype=np.uint8)).tolist() == [[0.0, 0.25], [0.5, 1.0]]
+    np.testing.assert_array_equal(minmax_normalize(np.array([[2, 4], [6, 10]], dtype=np.uint8)),
+                                  np.array([[0.0, 2.0], [4.0, 8.0]]) / (8.0 + 1e-8))
     assert minmax_normalize(np.full((2, 2), 7.0)).tolist() == [[0.0, 0.0], [0.0, 0.0]]
 
 
@@ -222,3 +223,12 @@ def test_nsrom_inference_maps_quantized_match_the_official_uint8_round_trip():
     # the uint8 clipping of bicubic undershoot makes a visible difference to the float path
     floating = nsrom_inference_maps(torch.from_numpy(raw), (13, 17), classes=[1, 3])
     assert np.abs(out.numpy() - floating.numpy()).max() > 0.05
+
+
+def test_minmax_normalisation_adds_the_official_epsilon():
+    from wsss.methods.nsrom import minmax_normalize
+
+    out = minmax_normalize(np.array([2.0, 2.5, 3.0]))
+    np.testing.assert_array_equal(out, np.array([0.0, 0.5, 1.0]) / (1.0 + 1e-8))
+    assert out.max() < 1.0
+    assert not minmax_normalize(np.full(4, 7.0)).any()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -151,6 +152,15 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads "1e-3" (no dot) as a string; accept every standard float form
+            try:
+                number = float(value.strip())
+            except ValueError:
+                raise ConfigError(f"config key '{key}' must be a number, got {value!r}") from None
+            if not math.isfinite(number):
+                raise ConfigError(f"config key '{key}' must be a finite number, got {value!r}")
+            return number
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
         return float(value)

@@ -20,13 +20,18 @@ from wsss.errors import DataError
 IGNORE = 255
 
 
+#: The official NSROM code divides by (max − min + 1e-8), so the maximum lands just below 1.
+MINMAX_EPS = 1e-8
+
+
 def minmax_normalize(values: np.ndarray) -> np.ndarray:
-    """Any array -> float64 in [0, 1] by (x − min) / (max − min); a constant array becomes 0."""
+    """Any array -> float64 in [0, 1) by (x − min) / (max − min + 1e-8), as the official code;
+    a constant array becomes 0."""
     values = np.asarray(values, dtype=np.float64)
     low, high = values.min(), values.max()
     if high <= low:
         return np.zeros_like(values)
-    return (values - low) / (high - low)
+    return (values - low) / (high - low + MINMAX_EPS)
 
 
 def _class_maps(maps, classes: Sequence[int], shape: tuple[int, int], what: str):
