@@ -56,9 +56,12 @@ def subset_split(cfg: Config, count: int, out: Path) -> Path:
     return out
 
 
-def train(cfg: Config, split: Path, log) -> tuple[torch.nn.Module, float]:
-    """Train ``train_cls.method`` for ``train_cls.iterations`` on ``split``; returns (model, seconds)."""
+def train(cfg: Config, split: Path, log, select_after: int = 0) -> tuple[torch.nn.Module, float]:
+    """Train ``train_cls.method`` for ``train_cls.iterations`` on ``split``; returns (model, seconds).
+    ``select_after``: EPS's map selection starts at that iteration; before it every labelled
+    class counts as foreground (tau = -1)."""
     tc = cfg.train_cls
+    tau = tc.tau
     dist = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
     torch.manual_seed(cfg.run.seed)
     info = build_dataset_info(cfg.data)
@@ -81,6 +84,7 @@ def train(cfg: Config, split: Path, log) -> tuple[torch.nn.Module, float]:
             if it >= tc.iterations:
                 break
             set_lr(it)
+            tc.tau = -1.0 if it < select_after else tau
             optimizer.zero_grad(set_to_none=True)
             losses = step(model, it, batch_to_device(batch, dist.device))
             losses["loss"].backward()
@@ -89,6 +93,7 @@ def train(cfg: Config, split: Path, log) -> tuple[torch.nn.Module, float]:
             if it % tc.log_every == 0 or it == tc.iterations:
                 log(f"it {it:4d} " + " ".join(f"{k} {float(v.detach()):.4f}" for k, v in losses.items()))
         epoch += 1
+    tc.tau = tau
     return model, time.monotonic() - started
 
 
@@ -214,6 +219,8 @@ def main() -> None:
     parser.add_argument("--eval-long", type=int, default=320, help="long side of the scoring pass")
     parser.add_argument("--work", default="/tmp/eps_fast_loop", help="scratch folder for the split list")
     parser.add_argument("--json", default=None, help="also write the result here")
+    parser.add_argument("--select-after", type=int, default=0,
+                        help="EPS: every labelled class is foreground before this iteration (experiment)")
     parser.add_argument("--save", default=None, help="also save the trained weights (state dict) here")
     parser.add_argument("--load", default=None, help="score these weights instead of training")
     args = parser.parse_args()
@@ -224,7 +231,7 @@ def main() -> None:
     split = subset_split(cfg, args.images, Path(args.work) / f"first{args.images}.txt")
     if args.load:
         cfg.train_cls.iterations = 0
-    model, seconds = train(cfg, split, lambda line: print(line, flush=True))
+    model, seconds = train(cfg, split, lambda line: print(line, flush=True), args.select_after)
     if args.load:
         model.load_state_dict(torch.load(args.load, weights_only=True))
     if args.save:

@@ -111,3 +111,16 @@ def test_fingerprint_depends_on_the_previous_step_and_split_contents(tmp_path):
 def test_bad_step_lists_are_clear_errors(raw, message):
     with pytest.raises(ConfigError, match=message):
         parse_steps(raw)
+
+
+def test_a_setting_at_its_default_does_not_change_the_fingerprint(cfg):
+    from dataclasses import fields
+
+    from wsss.config.schema import LabelsConfig
+
+    step = STEPS[2]
+    fp = fingerprint(cfg, step)
+    explicit = load_config(Config, overrides=["run.name=t", "labels.thr=0.2", "labels.saliency_thr=0.5"])
+    assert fingerprint(explicit, step) == fp          # the same settings, written out
+    assert fingerprint(load_config(Config, overrides=["run.name=t", "labels.thr=0.3"]), step) != fp
+    assert {f.name for f in fields(LabelsConfig)} >= {"thr", "saliency_thr"}

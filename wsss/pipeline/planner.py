@@ -5,7 +5,9 @@ Each step gets a fingerprint: a hash of the stage name, the config sections the 
 contents of the split lists it uses, and the fingerprint of the step before it (so a change
 re-runs that step **and every step after it**). A finished step leaves a marker
 ``<run>/.steps/<name>.done.json`` holding its fingerprint; a step is skipped when its marker
-matches and its outputs exist. A started step leaves ``<name>.started.json``: when a re-run finds a
+matches and its outputs exist. Settings at their default value are left out of the hash, so a
+setting that a newer wsss adds (with a default that keeps the old behaviour) leaves finished steps
+valid. A started step leaves ``<name>.started.json``: when a re-run finds a
 start marker with another fingerprint, the step's old outputs are stale and are removed first.
 
 Pure logic over a config and a directory: no stage is imported here.
@@ -110,14 +112,20 @@ def _split_digest(cfg: Config, split: str) -> str:
         return ""
 
 
+def _changed(section: dict, default: dict) -> dict:
+    """The entries of a config section that differ from the schema's defaults."""
+    return {k: v for k, v in section.items() if k not in default or default[k] != v}
+
+
 def fingerprint(cfg: Config, step: Step, previous: str = "") -> str:
     """A stable hash of what determines a step's outputs (see the module docstring)."""
     d = to_dict(cfg)
+    defaults = to_dict(Config())
     payload: dict[str, Any] = {
         "stage": step.stage,
-        "data": d["data"],
+        "data": _changed(d["data"], defaults["data"]),
         "seed": d["run"]["seed"],
-        "sections": {s: d[s] for s in STAGE_SECTIONS[step.stage]},
+        "sections": {s: _changed(d[s], defaults[s]) for s in STAGE_SECTIONS[step.stage]},
         "previous": previous,
     }
     splits = {v for s in STAGE_SECTIONS[step.stage] for k, v in d[s].items() if k == "split"}
