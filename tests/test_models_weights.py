@@ -155,8 +155,10 @@ def test_resnet38_loads_an_mxnet_file(tmp_path, caplog):
     }
     path = tmp_path / "ilsvrc-cls_rna-a1_cls1000_ep-0001.params"
     write_mxnet_params(path, arrays, versions={"arg:bn7_beta": "v1"})
+    with pytest.raises(DataError, match="match only 6 of the"):   # a partial file is refused by default
+        create_backbone("resnet38", pretrained=path)
     with caplog.at_level(logging.WARNING):
-        net = create_backbone("resnet38", pretrained=path)
+        net = create_backbone("resnet38", pretrained=path, min_loaded_share=0.0)
     report = net.load_report
     assert sorted(report.loaded) == sorted(["conv1a.weight", "bn7.weight", "bn7.bias", "bn7.running_mean",
                                             "bn7.running_var", "b2.conv_branch1.weight"])
@@ -266,3 +268,22 @@ def test_weights_list_and_inspect_commands(tmp_path, capsys):
     weights_cmd.add_arguments(parser)
     args = parser.parse_args(["convert", "in.params", "out.pth"])
     assert args.arch == "resnet38" and not args.strict
+
+
+def test_weights_of_another_network_are_refused(tmp_path):
+    import torch
+
+    from wsss.errors import DataError
+    from wsss.models.registry import create_backbone
+
+    other = {"features.0.weight": torch.zeros(8, 3, 3, 3), "classifier.weight": torch.zeros(10, 8)}
+    path = tmp_path / "other.pth"
+    torch.save(other, path)
+    with pytest.raises(DataError, match=r"other.pth match only 0 of the \d+ tensors"):
+        create_backbone("efficientnet_lite0", 16, str(path))
+    net = create_backbone("efficientnet_lite0", 16, str(path), min_loaded_share=0.0)
+    assert net.load_report.loaded == []
+    # its own weights load whole
+    own = tmp_path / "own.pth"
+    torch.save(create_backbone("efficientnet_lite0", 16).state_dict(), own)
+    assert create_backbone("efficientnet_lite0", 16, str(own)).load_report.missing == []

@@ -49,6 +49,7 @@ class ModelConfig:
     backbone: str = "resnet38"        # see `wsss weights list`
     output_stride: int = 8
     pretrained: str = ""              # a weight file, a known name (e.g. "imagenet"), or "" (random)
+    pretrained_min_share: float = 0.5  # a file filling fewer of the backbone's tensors is refused (0: any)
     freeze_bn: bool = True            # BatchNorm in eval mode, affine frozen (EPS, DeepLab)
     frozen_stages: int = 0            # stop gradients in the first N backbone stages (EPS ResNet-38: 2)
 
@@ -188,6 +189,7 @@ class SegTrainConfig:
     backbone: str = "resnet101"
     output_stride: int = 8
     pretrained: str = ""
+    pretrained_min_share: float = 0.5  # a file filling fewer of the backbone's tensors is refused (0: any)
     aspp_rates: tuple[int, ...] = (6, 12, 18, 24)
     msc_scales: tuple[float, ...] = (1.0, 0.75, 0.5)
     iterations: int = 20000

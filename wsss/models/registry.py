@@ -123,9 +123,23 @@ def resolve_weights(backbone: str, pretrained: str | os.PathLike) -> Path:
     return path
 
 
+#: Default least share of a backbone's tensors a pretrained weight file must fill.
+DEFAULT_MIN_LOADED_SHARE = 0.5
+
+
+def check_loaded_share(report, path: Path, min_share: float) -> None:
+    """DataError when a weight file filled fewer than ``min_share`` of the module's tensors."""
+    expected = len(report.loaded) + len(report.missing)
+    if expected and len(report.loaded) < min_share * expected:
+        raise DataError(f"pretrained weights {path} match only {len(report.loaded)} of the {expected} tensors "
+                        f"of the backbone (at least {min_share:.0%} needed): weights of another network? "
+                        f"Set pretrained_min_share=0 to load them anyway")
+
+
 def create_backbone(name: str, output_stride: int | None = None,
                     pretrained: str | os.PathLike | None = None, *, freeze_bn: bool = False,
-                    frozen_stages: int = 0, strict: bool = False, **kwargs) -> Backbone:
+                    frozen_stages: int = 0, strict: bool = False,
+                    min_loaded_share: float = DEFAULT_MIN_LOADED_SHARE, **kwargs) -> Backbone:
     """Build a registered backbone.
 
     ``output_stride``: one of the backbone's supported strides (default: its own default).
@@ -133,7 +147,9 @@ def create_backbone(name: str, output_stride: int | None = None,
     EfficientNet-Lite). The load report (missing/unexpected keys) is logged and kept on the
     module as ``load_report``. ``freeze_bn`` freezes every BatchNorm; ``frozen_stages`` stops
     gradients in the first N stages (see each backbone's ``stages()``). Other keyword arguments go
-    to the backbone class. The returned module has ``out_channels``, ``output_stride`` and
+    to the backbone class. A weight file that fills fewer than ``min_loaded_share`` of the
+    backbone's tensors (weights of another network) is an error; 0 accepts any file. The returned
+    module has ``out_channels``, ``output_stride`` and
     ``input_norm``.
     """
     if name.startswith("timm:"):
@@ -152,6 +168,7 @@ def create_backbone(name: str, output_stride: int | None = None,
         path = resolve_weights(name, pretrained)
         model.load_report = model.load_pretrained(path, strict=strict)
         log.info("%s: %s", name, model.load_report.summary())
+        check_loaded_share(model.load_report, path, min_loaded_share)
     if freeze_bn:
         model.freeze_bn()
     if frozen_stages:

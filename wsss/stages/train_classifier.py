@@ -199,7 +199,8 @@ def build_training_model(cfg: Config, head: str, num_classes: int, dist: DistCon
     m = cfg.model
     model = build_classifier(m.backbone, head, num_classes, output_stride=m.output_stride,
                              pretrained=m.pretrained or None, freeze_bn=m.freeze_bn,
-                             frozen_stages=m.frozen_stages)
+                             frozen_stages=m.frozen_stages,
+                             backbone_kwargs={"min_loaded_share": m.pretrained_min_share})
     if cfg.train_cls.sync_bn:
         convert_sync_batchnorm(model, dist.device)
     return model.to(dist.device)

@@ -90,7 +90,8 @@ def build_segmenter(tcfg, num_labels: int, pretrained: str | None) -> nn.Module:
     """DeepLab-v2 of ``train_seg`` with ``num_labels`` (C + 1) outputs."""
     return build_deeplab_v2(tcfg.backbone, num_labels, output_stride=tcfg.output_stride,
                             pretrained=pretrained or None, rates=tuple(tcfg.aspp_rates),
-                            scales=tuple(tcfg.msc_scales), freeze_bn=tcfg.freeze_bn)
+                            scales=tuple(tcfg.msc_scales), freeze_bn=tcfg.freeze_bn,
+                            min_loaded_share=tcfg.pretrained_min_share)
 
 
 def segmenter_meta(tcfg, num_labels: int, norm: InputNorm, extra: dict[str, Any] | None = None) -> dict:
