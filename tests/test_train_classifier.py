@@ -138,6 +138,19 @@ def test_eps_loss_goes_down_on_an_easy_set(tiny_voc, tmp_path):
     assert np.mean([r["loss"] for r in rows[-6:]]) < 0.5 * np.mean([r["loss"] for r in rows[:3]])
 
 
+@needs_lite0
+def test_channels_last_training_matches_the_default_layout(tiny_voc, tmp_path):
+    runs = {}
+    for layout in ("never", "always"):
+        cfg = tiny_config(tiny_voc, tmp_path, f"layout_{layout}", iterations=3, color_jitter=[0.0, 0.0, 0.0, 0.0])
+        cfg.run.channels_last = layout
+        _run(cfg, resume=False)
+        runs[layout] = [r["loss"] for r in read_metrics(tmp_path / f"layout_{layout}" / "classifier")]
+    assert runs["always"] == pytest.approx(runs["never"], rel=1e-4, abs=1e-5)
+    model, _ = load_trained_classifier(tmp_path / "layout_always" / "classifier" / "final.pt")
+    assert tuple(model(torch.zeros(1, 3, 64, 64))[1].shape) == (1, 3, 4, 4)
+
+
 # ------------------------------------------------------------------------------- resume
 
 @needs_lite0

@@ -68,6 +68,7 @@ from wsss.models import build_classifier
 from wsss.stages.context import StageContext
 from wsss.stages.trained import save_trained
 from wsss.stages.trainer_utils import (
+    channels_last_enabled,
     EpochSampler,
     convert_sync_batchnorm,
     describe_speed,
@@ -289,7 +290,8 @@ def train_classifier(ctx: StageContext, resume: bool = True, stop_after: int | N
             result = run_training(model, optimizer, loader, sampler, dist=dist, out_dir=out_dir,
                                   logger=logger, max_iters=max_iters, set_lr=set_lr, step=step,
                                   seed=cfg.run.seed, resume=resume, checkpoint_every=tc.checkpoint_every,
-                                  log_every=tc.log_every, stop_after=stop_after, desc="train-cls", **hooks)
+                                  log_every=tc.log_every, stop_after=stop_after, desc="train-cls",
+                                  channels_last=channels_last_enabled(cfg.run.channels_last, dist.device), **hooks)
             if result.iterations_run:
                 logger.info("trained %d iterations in %s", result.iterations_run,
                             describe_speed(result, tc.batch_size))

@@ -49,6 +49,7 @@ from wsss.stages.train_classifier import (
 )
 from wsss.stages.trained import save_trained
 from wsss.stages.trainer_utils import (
+    channels_last_enabled,
     describe_speed,
     make_epoch_sampler,
     make_train_loader,
@@ -173,7 +174,8 @@ def train_iam(ctx: StageContext, resume: bool = True, stop_after: int | None = N
             result = run_training(model, optimizer, loader, sampler, dist=dist, out_dir=out_dir, logger=logger,
                                   max_iters=max_iters, set_lr=set_lr, step=step, seed=cfg.run.seed,
                                   resume=resume, checkpoint_every=tc.checkpoint_every,
-                                  log_every=tc.log_every, stop_after=stop_after, desc="train-iam")
+                                  log_every=tc.log_every, stop_after=stop_after, desc="train-iam",
+                                  channels_last=channels_last_enabled(cfg.run.channels_last, dist.device))
             if result.iterations_run:
                 logger.info("trained %d iterations in %s", result.iterations_run,
                             describe_speed(result, ic.batch_size))

@@ -58,6 +58,7 @@ from wsss.models.backbones.base import InputNorm
 from wsss.stages.label_source import check_label_files, label_source, report_label_source, training_ids
 from wsss.stages.trained import save_trained
 from wsss.stages.trainer_utils import (
+    channels_last_enabled,
     describe_speed,
     group_learning_rates,
     make_epoch_sampler,
@@ -303,7 +304,8 @@ def train_segmenter(ctx, resume: bool = True, stop_after: int | None = None) -> 
                                   set_lr=lambda it: poly.apply(optimizer, it),
                                   step=make_step(norm, tcfg.accumulate), seed=cfg.run.seed, resume=resume,
                                   checkpoint_every=tcfg.checkpoint_every, log_every=tcfg.log_every,
-                                  stop_after=stop_after, desc="train-seg")
+                                  stop_after=stop_after, desc="train-seg",
+                                  channels_last=channels_last_enabled(cfg.run.channels_last, dist.device))
             if result.iterations_run:
                 logger.info("trained %d iterations in %s", result.iterations_run,
                             describe_speed(result, images_per_it))

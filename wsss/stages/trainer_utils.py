@@ -90,11 +90,23 @@ def make_train_loader(dataset, sampler, batch_size: int, num_workers: int, drop_
                       persistent_workers=False)
 
 
-def batch_to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
-    """Tensors of a collated batch moved to ``device``; other values (ids) unchanged."""
+def channels_last_enabled(setting: str, device: torch.device) -> bool:
+    """``run.channels_last``: ``always``, ``never``, or ``auto`` (on CUDA only)."""
+    return setting == "always" or (setting == "auto" and device.type == "cuda")
+
+
+def batch_to_device(batch: Mapping[str, Any], device: torch.device, channels_last: bool = False) -> dict[str, Any]:
+    """Tensors of a collated batch moved to ``device`` (4-D float tensors in channels-last
+    layout when ``channels_last``); other values (ids) unchanged."""
     non_blocking = device.type == "cuda"
-    return {k: v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v
-            for k, v in batch.items()}
+
+    def move(v: torch.Tensor) -> torch.Tensor:
+        v = v.to(device, non_blocking=non_blocking)
+        if channels_last and v.dim() == 4 and v.is_floating_point():
+            v = v.contiguous(memory_format=torch.channels_last)
+        return v
+
+    return {k: move(v) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 # ------------------------------------------------------------------------------ optimiser
@@ -280,7 +292,8 @@ def run_training(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Dat
                  save_extra: Callable[[], dict] | None = None,
                  load_extra: Callable[[dict], None] | None = None,
                  on_epoch_end: Callable[[int], None] | None = None,
-                 find_unused_parameters: bool = False, desc: str = "train") -> TrainResult:
+                 find_unused_parameters: bool = False, desc: str = "train",
+                 channels_last: bool = False) -> TrainResult:
     """Train ``model`` (unwrapped, already on ``dist.device``) for ``max_iters`` iterations.
 
     ``set_lr(it)`` sets the optimiser's rates for 0-based iteration ``it`` and returns the base lr.
@@ -290,7 +303,8 @@ def run_training(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Dat
     ``load_extra(extra)`` receives it on resume. ``on_epoch_end(epoch)`` runs on every rank after
     the last iteration of each epoch, before a checkpoint of that iteration.
     ``stop_after``: stop (as if interrupted) once that many iterations are complete, after
-    writing ``last.pt`` (tests). Returns a :class:`TrainResult`.
+    writing ``last.pt`` (tests). ``channels_last``: the model and the batches' images in NHWC
+    layout (same results up to float rounding). Returns a :class:`TrainResult`.
     """
     out_dir = Path(out_dir)
     manager = CheckpointManager(out_dir)
@@ -299,6 +313,8 @@ def run_training(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Dat
         start_iter, state = _load_state(manager, model, optimizer, dist, seed, logger)
         if state is not None and load_extra is not None:
             load_extra(state.get("extra") or {})
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     ddp_model = wrap_ddp(model, dist, find_unused_parameters=find_unused_parameters)
     loop = IterationLoop(max_iters, loader, sampler, start_iter=min(start_iter, max_iters), seed=seed,
                          rank=dist.rank)
@@ -325,7 +341,7 @@ def run_training(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Dat
         for it, batch in loop:
             lr = set_lr(it)
             optimizer.zero_grad(set_to_none=True)
-            losses = step(ddp_model, it, batch_to_device(batch, dist.device))
+            losses = step(ddp_model, it, batch_to_device(batch, dist.device, channels_last))
             losses["loss"].backward()
             optimizer.step()
             done = it + 1
