@@ -44,3 +44,18 @@ def test_console_script_reports_errors_in_one_line(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "unknown config key 'data.rooot'" in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_file_system_errors_are_one_line(tmp_path, capsys):
+    import errno
+
+    from wsss.cli import describe_os_error
+
+    (tmp_path / "afile").write_text("")
+    code = main(["labels", "--set", f"data.root={tmp_path}", "--set", f"run.out_dir={tmp_path / 'afile'}",
+                 "--set", "run.name=x", "--set", "labels.method=saliency", "--set", "labels.cams="])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0
+    assert err == f"wsss labels: error: {tmp_path / 'afile' / 'x'}: a file stands where a folder is needed"
+    assert describe_os_error(OSError(errno.ENOSPC, "No space left on device", "/d/x.pt")) == \
+        "/d/x.pt: no space left on the device"

@@ -7,6 +7,7 @@ Every subcommand lives in :mod:`wsss.commands` as a module with ``NAME``, ``HELP
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -38,6 +39,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def describe_os_error(exc: OSError) -> str:
+    """One line for a file-system error: the cause and the path it concerns."""
+    cause = {errno.ENOSPC: "no space left on the device", errno.EACCES: "permission denied",
+             errno.EROFS: "read-only file system", errno.ENOTDIR: "a file stands where a folder is needed",
+             errno.EEXIST: "it already exists", errno.EISDIR: "it is a folder"}.get(exc.errno, exc.strerror or str(exc))
+    where = exc.filename if exc.filename is not None else "?"
+    if exc.filename2 is not None:
+        where = f"{where} -> {exc.filename2}"
+    return f"{where}: {cause}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -48,6 +60,17 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except WsssError as exc:
         print(f"wsss {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # a folder that cannot be written (read-only, a file in its place, a full disk): one line
+        print(f"wsss {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        # torch.save reports a failed write (e.g. a full disk) as a RuntimeError of its zip writer
+        if "inline_container" not in str(exc) and "file write failed" not in str(exc):
+            raise
+        print(f"wsss {args.command}: error: writing a checkpoint failed (is the disk full?): "
+              f"{str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"wsss {args.command}: interrupted", file=sys.stderr)
