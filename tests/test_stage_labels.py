@@ -336,3 +336,18 @@ def test_eps_labels_with_a_saliency_background_score(tmp_path):
     with pytest.raises(ConfigError, match="thr_by_saliency"):
         make_labels(stage_context(make_config(root, tmp_path / "runs", method="eps", out="l2",
                                               thr_by_saliency=[0.1])))
+
+
+def test_maps_of_another_size_than_the_image_and_truncated_maps_are_refused(tmp_path):
+    root = make_dataset(tmp_path / "data", {"x0": [1, 3]})
+    (root / "JPEGImages").mkdir()
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(root / "JPEGImages" / "x0.jpg")
+    run = tmp_path / "runs" / "run"
+    save_maps(run / "cams" / "x0.npz", [1, 3], np.stack([CAM_1, CAM_3]))    # 5x4 maps, 64x64 image
+    with pytest.raises(DataError, match=r"x0.npz is 5x4 \(WxH\) but the image .*x0.jpg is 64x64"):
+        make_labels(stage_context(make_config(root, tmp_path / "runs", method="eps")))
+    assert not (run / "labels" / "x0.png").exists()
+    data = (run / "cams" / "x0.npz").read_bytes()
+    (run / "cams" / "x0.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=r"map file unreadable or truncated: .*x0.npz"):
+        make_labels(stage_context(make_config(root, tmp_path / "runs", method="eps")))

@@ -11,6 +11,7 @@ import contextlib
 import io
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Iterator
 
@@ -58,6 +59,18 @@ def _open_image(path: Path, what: str) -> Image.Image:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{what} unreadable or truncated: {path} ({exc})") from None
     return img
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(H, W)`` of an image file from its header (no decoding)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"image missing: expected {path}")
+    try:
+        with Image.open(path) as img:
+            return img.height, img.width
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"image unreadable: {path} ({exc})") from None
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -171,5 +184,6 @@ def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (OSError, ValueError) as exc:
-        raise DataError(f"map file unreadable: {path} ({exc})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"map file unreadable or truncated: {path} ({type(exc).__name__}: {exc}); "
+                        f"remove it and run the stage that makes it again") from None

@@ -57,10 +57,10 @@ import numpy as np
 
 from wsss.data.image_labels import present_classes
 from wsss.data.splits import dataset_root
-from wsss.data.voc import build_dataset_info, load_image_labels, saliency_path
+from wsss.data.voc import build_dataset_info, image_path, load_image_labels, saliency_path
 from wsss.engine.sharding import pending_ids, process_imap, shard_ids
 from wsss.errors import ConfigError, DataError
-from wsss.io import IGNORE, load_npz, read_label, read_saliency, write_label
+from wsss.io import IGNORE, image_size, load_npz, read_label, read_saliency, write_label
 from wsss.methods.eps import eps_pseudo_mask, saliency_background_score
 from wsss.methods.nsrm import non_salient_region_masking
 from wsss.methods.saliency_baseline import saliency_label
@@ -151,6 +151,7 @@ class LabelJob:
     pred: Path | None = None
     pseudo: Path | None = None
     classes: tuple[int, ...] = ()
+    image: Path | None = None
 
 
 def read_maps(path: Path) -> tuple[list[int], np.ndarray]:
@@ -188,8 +189,25 @@ def read_saliency_as(path: Path, shape: tuple[int, int], resize: bool) -> np.nda
     return saliency
 
 
+def check_image_size(job: LabelJob, shape: tuple[int, ...], source: Path | None) -> None:
+    """A label must have its image's size: maps or predictions of another size are an error
+    (checked when the image file is there; the label stage itself never needs the image)."""
+    if job.image is None or not job.image.is_file():
+        return
+    height, width = image_size(job.image)
+    if tuple(shape) != (height, width):
+        raise DataError(f"{source} is {shape[1]}x{shape[0]} (WxH) but the image {job.image} is "
+                        f"{width}x{height}: it was made for another image or size; make it again")
+
+
 def make_label(job: LabelJob, params: LabelParams) -> np.ndarray:
     """The (H, W) uint8 label of one image under ``params``."""
+    label = _make_label(job, params)
+    check_image_size(job, label.shape, job.cams or job.oa_cams or job.pred or job.saliency)
+    return label
+
+
+def _make_label(job: LabelJob, params: LabelParams) -> np.ndarray:
     method = params.method
     if method in ("eps", "cam"):
         classes, cams = read_maps(job.cams)
@@ -290,7 +308,8 @@ def _jobs(ctx: StageContext, ids: Sequence[str], todo: set[str], out: Path) -> l
     hint = "run the stage that makes them first"
     reads_saliency = lc.method in ("nsrom", "nsrm", "saliency") or (lc.method in ("eps", "cam")
                                                                     and bool(lc.thr_by_saliency))
-    root = dataset_root(cfg.data) if reads_saliency else None
+    data_root = dataset_root(cfg.data)
+    root = data_root if reads_saliency else None
     folders: dict[str, Path] = {}
     if lc.method in ("eps", "cam"):
         folders["cams"] = require_dir(ctx.path(lc.cams), "labels.cams", "run `wsss cams` first")
@@ -327,7 +346,8 @@ def _jobs(ctx: StageContext, ids: Sequence[str], todo: set[str], out: Path) -> l
                              oa_cams=paths.get("oa_cams"), pom_cams=paths.get("pom_cams"),
                              saliency=saliency_path(cfg.data, root, image_id) if root is not None else None,
                              pred=paths.get("pred"), pseudo=paths.get("pseudo"),
-                             classes=classes.get(image_id, ())))
+                             classes=classes.get(image_id, ()),
+                             image=image_path(cfg.data, data_root, image_id)))
     return jobs
 
 
