@@ -168,3 +168,22 @@ def test_checkpoint_manager_keeps_every_n_and_finds_the_last(tmp_path):
     (tmp_path / "ckpt" / "last.pt").unlink()
     assert find_last_checkpoint(tmp_path / "ckpt").name == "iter_0000010.pt"
     assert find_last_checkpoint(tmp_path / "absent") is None
+
+
+class _Payload:
+    def __reduce__(self):
+        import os
+        return (os.getcwd, ())
+
+
+def test_a_checkpoint_holding_code_is_refused_for_safety_without_torchs_unsafe_hint(tmp_path):
+    import torch
+
+    from wsss.engine.checkpoint import CheckpointError, load_checkpoint
+
+    torch.save({"x": _Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(tmp_path / "evil.pt")
+    message = str(info.value)
+    assert "not loaded for safety" in message and "truncated" not in message
+    assert "weights_only=False" not in message and "\n" not in message

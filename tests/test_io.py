@@ -80,3 +80,23 @@ def test_saliency_of_any_bit_depth_is_rescaled_not_clipped(tmp_path):
     eight = np.array([[0, 7, 200, 255]], dtype=np.uint8)
     Image.fromarray(eight).save(tmp_path / "s8.png")
     np.testing.assert_array_equal(read_saliency(tmp_path / "s8.png"), eight)
+
+
+def test_temp_files_of_killed_writers_are_removed_and_live_ones_kept(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from wsss.io import remove_stale_temp_files
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    (tmp_path / f".last.pt.{dead_pid}~abc.tmp").write_bytes(b"x" * 10)
+    (tmp_path / f".a.png.{os.getpid()}~def.tmp").write_bytes(b"x")     # this process: alive
+    (tmp_path / "keep.tmp").write_bytes(b"x")                           # not ours
+    assert remove_stale_temp_files(tmp_path) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f".a.png.{os.getpid()}~def.tmp", "keep.tmp"])
+    with atomic_write(tmp_path / "x.bin") as f:
+        f.write(b"1")
+        (name,) = [p.name for p in tmp_path.glob(".x.bin.*.tmp")]
+        assert name.startswith(f".x.bin.{os.getpid()}~")

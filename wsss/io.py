@@ -23,12 +23,45 @@ from wsss.errors import DataError
 IGNORE = 255
 
 
+TEMP_SUFFIX = ".tmp"
+#: Temp files are named ``.<target>.<pid>~<random>.tmp``: the writer's PID tells whether it is alive.
+TEMP_PID_END = "~"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temp_files(folder: str | os.PathLike) -> int:
+    """Remove the temp files that :func:`atomic_write` left in ``folder`` when its process was
+    killed (its PID no longer runs). Temp files of live writers, e.g. other ranks, are kept.
+    Returns how many were removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    for tmp in folder.glob(f".*{TEMP_PID_END}*{TEMP_SUFFIX}"):
+        pid_text = tmp.name[:tmp.name.rindex(TEMP_PID_END)].rsplit(".", 1)[-1]
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and not _alive(int(pid_text)):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                removed += 1
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[io.IOBase]:
     """Open a temporary file next to ``path``; on success rename it to ``path`` (atomic on POSIX)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}{TEMP_PID_END}", suffix=TEMP_SUFFIX,
+                               dir=path.parent)
     try:
         with os.fdopen(fd, mode) as f:
             yield f

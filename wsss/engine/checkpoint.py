@@ -84,6 +84,10 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     return path
 
 
+# What torch's weights-only unpickler says when a file references code (a global, a class, a reduce).
+_NEEDS_CODE = re.compile(r"global|reduce|find_class|Unsupported class|weights_only", re.IGNORECASE)
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``).
 
@@ -94,7 +98,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"checkpoint missing: expected {path}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError,
+    except pickle.UnpicklingError as exc:
+        if _NEEDS_CODE.search(str(exc)):
+            raise CheckpointError(f"checkpoint {path} holds Python code or objects, which are not loaded for "
+                                  f"safety (only tensors and plain containers are); it was not written by "
+                                  f"wsss: delete it or restore wsss's own copy") from None
+        raise CheckpointError(f"checkpoint unreadable (truncated or corrupt): {path}; delete it to start "
+                              f"that stage again, or restore it from a copy") from None
+    except (RuntimeError, EOFError, OSError, ValueError,
             zipfile.BadZipFile, KeyError, AttributeError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"checkpoint unreadable (truncated or corrupt): {path} ({first}); "

@@ -15,6 +15,7 @@ from wsss.config import Config
 from wsss.data.splits import read_split, resolve_split
 from wsss.engine.runinfo import write_run_info
 from wsss.errors import ConfigError
+from wsss.io import remove_stale_temp_files
 
 
 def run_dir_for(cfg: Config, config_paths: Sequence[str | Path] = ()) -> Path:
@@ -40,7 +41,8 @@ class StageContext:
 
     def output_path(self, rel: str | Path, key: str) -> Path:
         """:meth:`path` of an output named by config ``key``; an output in (or holding) the
-        dataset is refused, so no stage ever writes into the data or over the ground truth."""
+        dataset is refused, so no stage ever writes into the data or over the ground truth.
+        Temp files that a killed run of the stage left there are removed."""
         out = self.path(rel)
         if self.cfg.data.root:
             data = Path(self.cfg.data.root).expanduser().resolve()
@@ -48,6 +50,7 @@ class StageContext:
             if target == data or data in target.parents or target in data.parents:
                 raise ConfigError(f"{key} = {str(rel)!r} resolves to {target}, which lies in (or holds) the "
                                   f"dataset {data}: outputs go to the run directory, never into the data")
+        remove_stale_temp_files(out)
         return out
 
     def split_ids(self, split: str) -> list[str]:
