@@ -249,3 +249,23 @@ def test_cli_cams_prints_speed_and_folder(tmp_path, four_images, capsys):
     assert (tmp_path / "runs" / "exp" / "meta_cams.json").is_file()
     assert main(["cams", "--config", str(config), "--overwrite"]) == 0
     assert "4 images computed" in capsys.readouterr().out
+
+
+def test_inference_normalises_exactly_as_training_did():
+    """The cams stage must feed the classifier what its training transform fed it: for
+    EfficientNet-Lite (pretrained convention: 0..255 pixels) the meta's mean/std are on the 0..1
+    scale, and multiplying by the backbone's max_value first gave inputs up to ~500 (issue 13)."""
+    from wsss.data.transforms import Normalize
+    from wsss.stages.infer_cams import input_normalizer
+
+    model = build_classifier("efficientnet_lite0", "eps", 3, output_stride=16)
+    assert model.backbone.input_norm.max_value == 255.0
+    mean, std = [0.498039] * 3, [0.501961] * 3
+    image = np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    trained_on = Normalize(mean, std)({"image": image})["image"]
+    norm = input_normalizer(model, {"mean": mean, "std": std})
+    fed = norm(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0)[0]
+    torch.testing.assert_close(fed, trained_on, rtol=1e-5, atol=1e-5)
+    assert float(fed.abs().max()) <= 1.01
+    # without mean/std in the meta: the backbone's own convention
+    assert input_normalizer(model, {}) == model.backbone.input_norm

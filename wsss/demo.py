@@ -65,6 +65,7 @@ class DemoRow:
 
 
 PSEUDO_ROWS = (
+    DemoRow("Saliency baseline", "pseudo labels", "eval_labels_saliency", "labels_saliency", "train"),
     DemoRow("CAM baseline", "pseudo labels", "eval_labels_cam", "labels_cam", "train"),
     DemoRow("EPS", "pseudo labels", "eval_labels_eps", "labels_eps", "train"),
     DemoRow("NSROM BE", "pseudo labels", "eval_labels_nsrom_be", "labels_nsrom_be", "train"),

@@ -152,15 +152,18 @@ def _first(batch: list) -> Any:
 
 
 def input_normalizer(model: nn.Module, meta: dict[str, Any]) -> InputNorm:
-    """The backbone's input normalisation, with ``mean`` / ``std`` of the meta when it has them
-    (the values the classifier was trained with: ``x' = (x·max_value − mean) / std``, x in [0, 1])."""
-    backbone = getattr(model, "backbone", None)
-    norm = getattr(backbone, "input_norm", None) or InputNorm()
+    """The normalisation the classifier was trained with.
+
+    With ``mean`` / ``std`` in the meta (every classifier trained by wsss): exactly the training
+    transform (:class:`wsss.data.transforms.Normalize`), ``(x − mean) / std`` on RGB ``x`` in
+    [0, 1], whatever the backbone's own pretrained convention (e.g. EfficientNet-Lite's 0..255
+    scale, Caffe's BGR). Without them: the backbone's ``input_norm``.
+    """
     if meta.get("mean") and meta.get("std"):
-        norm = InputNorm(mean=tuple(float(v) for v in meta["mean"]),
-                         std=tuple(float(v) for v in meta["std"]), bgr=norm.bgr,
-                         max_value=norm.max_value)
-    return norm
+        return InputNorm(mean=tuple(float(v) for v in meta["mean"]),
+                         std=tuple(float(v) for v in meta["std"]), bgr=False, max_value=1.0)
+    backbone = getattr(model, "backbone", None)
+    return getattr(backbone, "input_norm", None) or InputNorm()
 
 
 @torch.inference_mode()
