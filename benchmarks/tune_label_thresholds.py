@@ -35,8 +35,8 @@ from wsss.methods.saliency_baseline import saliency_label  # noqa: E402
 from wsss.stages.make_labels import read_maps  # noqa: E402
 
 CONSTANT = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4)
-SALIENT = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2)
-NON_SALIENT = (0.3, 0.5, 0.7, 0.8, 0.9, 1.01)
+SALIENT = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2)
+NON_SALIENT = (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.7, 0.9, 1.01)
 
 
 def main() -> None:
