@@ -154,3 +154,28 @@ def test_cli_crf_input_and_out_flags(tmp_path, capsys):
     assert "crf on train: 1 refined (1 from labels), 0 already done" in text
     assert str(tmp_path / "runs" / "exp" / "nsrom_crf") in text
     assert read_label(tmp_path / "runs" / "exp" / "nsrom_crf" / "a.png").shape == (H, W)
+
+
+def test_crf_refuses_label_values_outside_the_label_set_and_bad_settings(tmp_path):
+    from wsss.config.schema import Config
+    from wsss.errors import ConfigError, DataError
+    from wsss.io import write_image, write_label
+    from wsss.stages.context import stage_context
+    from wsss.stages.crf import run_crf
+
+    root = tmp_path / "data"
+    (root / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (root / "ImageSets" / "Segmentation" / "train.txt").write_text("a\n")
+    write_image(root / "JPEGImages" / "a.jpg", np.zeros((8, 8, 3), np.uint8))
+    cfg = Config()
+    cfg.run.out_dir, cfg.run.name = str(tmp_path / "runs"), "r"
+    cfg.data.root = str(root)
+    label = np.zeros((8, 8), np.uint8)
+    label[2:5, 2:5] = 77                      # not a VOC class
+    write_label(tmp_path / "runs" / "r" / "labels" / "a.png", label)
+    with pytest.raises(DataError, match="values 77 outside 0..20"):
+        run_crf(stage_context(cfg))
+    assert not (tmp_path / "runs" / "r" / "labels_crf" / "a.png").exists()
+    cfg.crf.iterations = -1
+    with pytest.raises(ConfigError, match="crf.iterations"):
+        run_crf(stage_context(cfg))

@@ -28,6 +28,7 @@ import numpy as np
 
 from wsss.data.splits import dataset_root
 from wsss.data.voc import build_dataset_info, image_path
+from wsss.evaluation.confusion import check_values
 from wsss.engine.sharding import pending_ids, process_imap, shard_ids
 from wsss.errors import ConfigError, DataError
 from wsss.io import IGNORE, load_npz, read_image, read_label, write_label
@@ -47,6 +48,7 @@ class CrfJob:
     config: CrfConfig = CrfConfig()
     gt_prob: float = 0.7
     palette: np.ndarray | None = field(default=None, compare=False, repr=False)
+    num_labels: int = 256   # label values must lie in 0..num_labels-1 (or be 255)
 
 
 def refine_probs(image_u8: np.ndarray, probs: np.ndarray, labels: np.ndarray,
@@ -91,10 +93,12 @@ def crf_one(job: CrfJob) -> tuple[str, str, float]:
         if arrays["probs"].shape[1:] != image.shape[:2]:
             raise DataError(f"{job.source}: probabilities are {arrays['probs'].shape[1:]} but the image "
                             f"{job.image} is {image.shape[:2]}")
+        check_values(np.asarray(arrays["labels"]), job.num_labels, f"the 'labels' array of {job.source}")
         out, before = refine_probs(image, arrays["probs"], arrays["labels"], job.config)
         kind = "probs"
     else:
         before = read_label(job.source, "label map")
+        check_values(before, job.num_labels, f"label map {job.source}")
         if before.shape != image.shape[:2]:
             raise DataError(f"{job.source} is {before.shape} but the image {job.image} is {image.shape[:2]}")
         out = refine_label(image, before, job.gt_prob, job.config)
@@ -104,6 +108,11 @@ def crf_one(job: CrfJob) -> tuple[str, str, float]:
 
 
 def crf_config(cc) -> CrfConfig:
+    if cc.iterations < 0:
+        raise ConfigError(f"config key 'crf.iterations' must be 0 or more, got {cc.iterations}")
+    for key in ("gaussian_sxy", "bilateral_sxy", "bilateral_srgb"):
+        if getattr(cc, key) <= 0:
+            raise ConfigError(f"config key 'crf.{key}' must be positive, got {getattr(cc, key)}")
     return CrfConfig(iterations=cc.iterations, gaussian_sxy=cc.gaussian_sxy,
                      gaussian_compat=cc.gaussian_compat, bilateral_sxy=cc.bilateral_sxy,
                      bilateral_srgb=cc.bilateral_srgb, bilateral_compat=cc.bilateral_compat)
@@ -138,7 +147,7 @@ def run_crf(ctx: StageContext) -> dict[str, Any]:
     require_files([image_path(cfg.data, root, i) for i in todo], "image", "check data.image_dir")
     config = crf_config(cc)
     jobs = [CrfJob(i, image_path(cfg.data, root, i), inputs[i], out / f"{i}.png", config, cc.gt_prob,
-                   info.palette) for i in todo]
+                   info.palette, info.num_labels) for i in todo]
     if rank == 0:
         ctx.record("crf", "cpu", world_size)
 
