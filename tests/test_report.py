@@ -223,6 +223,14 @@ def test_header_table_shows_the_miou_of_the_matching_eval_json(run):
     assert "<td>-</td>" in rows["cams"] and "98.76" not in text
 
 
+def test_a_corrupt_eval_json_is_named_not_hidden(run, capsys):
+    (run / "eval" / "eval_broken.json").write_text('{"protocol": {"pred_dir": ')
+    page = write_report(load_run_config(run), run, size=32)
+    assert "eval/eval_broken.json: unreadable or corrupt (JSONDecodeError" in capsys.readouterr().err
+    assert "left out of the scores: eval/eval_broken.json" in page.read_text()
+    (run / "eval" / "eval_broken.json").unlink()
+
+
 def test_eval_json_matches_a_moved_run(tmp_path, run):
     moved = tmp_path / "elsewhere" / "run"
     moved.parent.mkdir()

@@ -26,6 +26,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -274,16 +275,23 @@ def _same_folder(pred_dir: str, folder: Path, run_dir: Path) -> bool:
     return pred.parts[-len(tail.parts):] == tail.parts
 
 
-def eval_scores(run_dir: Path, folders: list[Folder]) -> dict[str, list[EvalScore]]:
-    """``{folder name: [EvalScore, ...]}`` from the evaluator JSONs of the run (others are skipped)."""
+def eval_scores(run_dir: Path, folders: list[Folder], problems: list[str] | None = None
+                ) -> dict[str, list[EvalScore]]:
+    """``{folder name: [EvalScore, ...]}`` from the evaluator JSONs of the run. Other JSONs are
+    skipped; one that cannot be read or parsed is left out and named in ``problems``."""
     scores: dict[str, list[EvalScore]] = {f.name: [] for f in folders}
     for path in eval_files(run_dir):
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            if problems is not None:
+                problems.append(f"{path.relative_to(run_dir)}: unreadable or corrupt ({type(exc).__name__}: {exc})")
+            continue
+        try:
             protocol, conventions = data["protocol"], data["conventions"]
             pred_dir = protocol["pred_dir"]
-        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
-            continue
+        except (KeyError, TypeError):
+            continue   # another kind of JSON (e.g. a summary)
         split = protocol.get("split_name") or (Path(protocol["split"]).stem if protocol.get("split") else "-")
         score = EvalScore(str(path.relative_to(run_dir)), conventions.get("ignore_as_miss", {}).get("miou"),
                           conventions.get("ignore_dropped", {}).get("miou"), split, data.get("num_images"))
@@ -352,6 +360,7 @@ class Report:
     folders: list[Folder]
     scores: dict[str, list[EvalScore]]
     skipped: list[str] = field(default_factory=list)
+    eval_problems: list[str] = field(default_factory=list)   # eval JSONs left out, with why
 
 
 class _Writer:
@@ -458,8 +467,10 @@ def build_report(cfg, run_dir: str | os.PathLike, out: str | os.PathLike | None 
         labels = image_labels.get(image_id)
         tag = "" if labels is None else ", ".join(info.class_names[c] for c in present_classes(labels))
         rows.append((image_id, tag, cells))
+    problems: list[str] = []
+    scores = eval_scores(run_dir, shown, problems)
     return Report(run_dir, split_name, len(split_ids), chosen, info.class_names, info.palette, columns, rows,
-                  shown, eval_scores(run_dir, shown), skipped)
+                  shown, scores, skipped, problems)
 
 
 def _pick_split(data, split, folders) -> tuple[str, list[str]]:
@@ -545,6 +556,8 @@ def _score_table(report: Report) -> list[str]:
     lines.append("</table>")
     if report.skipped:
         lines.append(f"<p class='note'>not shown (none of these ids): {e(', '.join(report.skipped))}</p>")
+    for problem in report.eval_problems:
+        lines.append(f"<p class='note'>left out of the scores: {e(problem)}</p>")
     return lines
 
 
@@ -592,6 +605,8 @@ def write_report(cfg, run_dir: str | os.PathLike, out: str | os.PathLike | None 
     :func:`build_report`)."""
     out = Path(out) if out else Path(run_dir) / "report"
     report = build_report(cfg, run_dir, out, **options)
+    for problem in report.eval_problems:
+        print(f"warning: {problem}", file=sys.stderr)
     page = out / "index.html"
     write_text_atomic(page, render_html(report))
     return page
