@@ -210,3 +210,25 @@ def test_minmax_normalize_maps():
     out = minmax_normalize_maps(maps)
     assert torch.allclose(out[0, 0], torch.tensor([[0.0, 0.5], [1.0, 0.25]]))
     assert torch.equal(out[0, 1], torch.zeros(2, 2))
+
+
+def test_eps_aggregation_resizes_all_maps_before_selecting_as_the_official_code():
+    """Bit-exact with the official order: softmax, bilinear resize of all C+1 maps together, then
+    select (torch's CPU kernel rounds a many-channel resize differently from a few-channel one)."""
+    import torch.nn.functional as F
+
+    from wsss.methods.cam import aggregate_eps_maps
+
+    torch.manual_seed(0)
+    outputs = [torch.randn(1, 21, 13, 17) * 4, torch.randn(1, 21, 9, 11) * 4]
+    flips = [False, True]
+    classes = [2, 14]
+    size = (101, 131)
+    total = 0
+    for out, flipped in zip(outputs, flips):
+        probs = F.interpolate(torch.softmax(out, 1), size=size, mode="bilinear", align_corners=False)
+        probs = probs.flip(-1) if flipped else probs
+        total = total + torch.cat([probs[:, classes], probs[:, 20:]], 1)
+    expected = total / (total.amax(dim=(-2, -1), keepdim=True) + 1e-5)
+    got = aggregate_eps_maps(outputs, flips, size, classes, with_background=True)
+    assert torch.equal(got, expected)

@@ -95,20 +95,21 @@ def aggregate_eps_maps(outputs: Sequence[torch.Tensor], flips: Sequence[bool],
     outputs: per pass, (N, C+1, h_p, w_p) raw maps of the EPS classifier (background last).
     flips:   per pass, whether its input was horizontally flipped.
     classes: 0-based foreground indices to keep (the image label); None keeps all C.
-    Per pass: softmax over the C+1 maps, keep the labelled foreground maps (and the background
-    map last if ``with_background``), bilinear upsample to ``image_size`` (align_corners=False),
-    un-flip; then sum over passes and divide each map by (its spatial max + eps).
+    Per pass: softmax over the C+1 maps, bilinear upsample of all C+1 maps to ``image_size``
+    (align_corners=False; all at once, as the official code: torch's CPU kernel rounds a
+    many-channel resize differently in the last bit), keep the labelled foreground maps (and the
+    background map last if ``with_background``), un-flip; then sum over passes and divide each
+    map by (its spatial max + eps).
     Returns (N, K, H, W) (K = len(classes), + 1 with background) with values in [0, 1).
     """
     _check_passes(outputs, flips)
     num_foreground = outputs[0].shape[1] - 1
     total = None
     for output, flipped in zip(outputs, flips):
-        probs = torch.softmax(output.float(), dim=1)
+        probs = _upsample_unflip(torch.softmax(output.float(), dim=1), image_size, flipped)
         kept = _select(probs, classes, num_foreground)
         if with_background:
             kept = torch.cat([kept, probs[:, num_foreground:]], dim=1)
-        kept = _upsample_unflip(kept, image_size, flipped)
         total = kept if total is None else total + kept
     return max_normalize(total, eps)
 
@@ -119,15 +120,15 @@ def aggregate_cam_maps(outputs: Sequence[torch.Tensor], flips: Sequence[bool],
     """CAM-baseline multi-scale + flip maps (METHODS A.4), float32.
 
     outputs: per pass, (N, C, h_p, w_p) raw CAMs (the last 1×1 conv before GAP).
-    Per pass: ReLU, keep labelled classes, bilinear upsample, un-flip; sum; max-normalise.
+    Per pass: ReLU, bilinear upsample of all C maps (as the official code), keep the labelled
+    classes, un-flip; sum; max-normalise.
     Returns (N, K, H, W) in [0, 1).
     """
     _check_passes(outputs, flips)
     num_classes = outputs[0].shape[1]
     total = None
     for output, flipped in zip(outputs, flips):
-        kept = _select(torch.relu(output.float()), classes, num_classes)
-        kept = _upsample_unflip(kept, image_size, flipped)
+        kept = _select(_upsample_unflip(torch.relu(output.float()), image_size, flipped), classes, num_classes)
         total = kept if total is None else total + kept
     return max_normalize(total, eps)
 
