@@ -188,3 +188,17 @@ def test_command_line(setup, tmp_path, capsys):
     assert out.startswith("predict val: 3 predicted, 0 already done") and str(tmp_path / "cli_probs") in out
     assert probs_folder(tmp_path / "cli") == tmp_path / "cli_probs"
     assert len(list((tmp_path / "cli_probs").glob("*.npz"))) == 3
+
+
+def test_probabilities_land_beside_the_predictions_with_a_relative_run_directory(setup, tmp_path, monkeypatch):
+    """A relative run.out_dir (as the demo's) must not be joined twice for <out>_probs."""
+    import shutil
+
+    root, runs = setup
+    shutil.copytree(runs / "seg" / "segmenter", tmp_path / "runs" / "seg" / "segmenter")
+    monkeypatch.chdir(tmp_path)
+    summary = predict(stage_context(config(root, Path("runs"), out="pred", save_probs=True)))
+    assert summary["predicted"] == 3
+    assert sorted(p.name for p in (tmp_path / "runs" / "seg" / "pred_probs").glob("*.npz")) == \
+        sorted(f"{i}.npz" for i in SIZES)
+    assert not (tmp_path / "runs" / "seg" / "runs").exists()

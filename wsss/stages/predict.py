@@ -126,7 +126,7 @@ def predict(ctx) -> dict:
     device = resolve_device(cfg.run.device, local_rank, world_size)
     info = build_dataset_info(cfg.data)
     out_dir = ctx.output_path(pcfg.out, "predict.out")
-    probs_dir = ctx.output_path(probs_folder(out_dir), "predict.out (probabilities)") if pcfg.save_probs else None
+    probs_dir = ctx.output_path(probs_folder(Path(pcfg.out)), "predict.out") if pcfg.save_probs else None
     root = dataset_root(cfg.data)
 
     ids = ctx.split_ids(pcfg.split)
