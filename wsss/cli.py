@@ -41,9 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def describe_os_error(exc: OSError) -> str:
     """One line for a file-system error: the cause and the path it concerns."""
-    cause = {errno.ENOSPC: "no space left on the device", errno.EACCES: "permission denied",
-             errno.EROFS: "read-only file system", errno.ENOTDIR: "a file stands where a folder is needed",
-             errno.EEXIST: "it already exists", errno.EISDIR: "it is a folder"}.get(exc.errno, exc.strerror or str(exc))
+    causes = {errno.ENOSPC: "no space left on the device", errno.EACCES: "permission denied",
+              errno.EROFS: "read-only file system", errno.ENOTDIR: "a file stands where a folder is needed",
+              errno.EEXIST: "it already exists", errno.EISDIR: "it is a folder"}
+    cause = causes.get(exc.errno, exc.strerror or str(exc))
     where = exc.filename if exc.filename is not None else "?"
     if exc.filename2 is not None:
         where = f"{where} -> {exc.filename2}"

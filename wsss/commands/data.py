@@ -215,7 +215,8 @@ def check_dataset(data_cfg, splits: list[str], saliency: bool = True, progress: 
             labels = present_classes(item["labels"])
             class_images.update(labels)
             if "saliency" in item:
-                sal_range = [min(sal_range[0], int(item["saliency"].min())), max(sal_range[1], int(item["saliency"].max()))]
+                sal = item["saliency"]
+                sal_range = [min(sal_range[0], int(sal.min())), max(sal_range[1], int(sal.max()))]
                 sal_formats[saliency_file_mode(ds.saliency_path(image_id))] += 1
             if "mask" in item:
                 mask = item["mask"]
