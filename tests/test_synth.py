@@ -120,3 +120,16 @@ def test_parse_size():
     for bad in ("abc", 10, (200, 100)):
         with pytest.raises(DataError, match="image size"):
             parse_size(bad)
+
+
+def test_dataset_yaml_names_the_context_masks_relative_to_the_dataset(tmp_path):
+    import shutil
+
+    import yaml
+
+    from wsss.data.synth import generate_synthetic_dataset
+
+    generate_synthetic_dataset(tmp_path / "a", num_train=2, num_val=1, size=(64, 64), seed=0)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    evaluation = yaml.safe_load((tmp_path / "b" / "dataset.yaml").read_text())["eval"]
+    assert evaluation["context_dir"] == "SegmentationContext" and evaluation["context_classes"] == "context.json"

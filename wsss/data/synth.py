@@ -580,8 +580,9 @@ def dataset_config_text(root: Path, seed: int) -> str:
     }
     config = {"data": data}
     if _schema_has("eval", ("context_dir", "context_classes", "pairs")):
-        config["eval"] = {"context_dir": str((root / "SegmentationContext").resolve()),
-                          "context_classes": str((root / "context.json").resolve()),
+        # relative to data.root, so a copy of the folder (with its own data.root) reads its own masks
+        config["eval"] = {"context_dir": "SegmentationContext",
+                          "context_classes": "context.json",
                           "pairs": [f"{c}:{k}" for c, k in CONTEXT_OF_CLASS.items()]}
     header = (f"# Synthetic scenes written by `wsss data synth` (seed {seed}).\n"
               f"# Use it as a base config (--config this file, or _base_: in another config).\n"
