@@ -351,3 +351,17 @@ def test_maps_of_another_size_than_the_image_and_truncated_maps_are_refused(tmp_
     (run / "cams" / "x0.npz").write_bytes(data[: len(data) // 2])
     with pytest.raises(DataError, match=r"map file unreadable or truncated: .*x0.npz"):
         make_labels(stage_context(make_config(root, tmp_path / "runs", method="eps")))
+
+
+def test_ids_without_their_files_are_skipped_by_the_labels_under_missing_skip(tmp_path):
+    root = make_dataset(tmp_path / "data", {"x0": [2], "x1": [2], "x2": [2]}, {"x0": SAL, "x1": SAL})
+    (root / "JPEGImages").mkdir()
+    for image_id in ("x0", "x2"):     # x1 has no image, x2 no saliency map
+        Image.fromarray(np.zeros((4, 5, 3), np.uint8)).save(root / "JPEGImages" / f"{image_id}.jpg")
+    with pytest.raises(DataError, match="saliency map"):
+        make_labels(stage_context(make_config(root, tmp_path / "runs", method="saliency", cams="")))
+    cfg = make_config(root, tmp_path / "runs", method="saliency", cams="", out="skipped")
+    cfg.data.missing = "skip"
+    summary = make_labels(stage_context(cfg))
+    assert summary["images"] == 1 and summary["made"] == 1
+    assert sorted(p.name for p in (tmp_path / "runs" / "run" / "skipped").glob("*.png")) == ["x0.png"]

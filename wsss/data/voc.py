@@ -79,6 +79,19 @@ def saliency_path(data_cfg, root: Path, image_id: str) -> Path:
     return root / data_cfg.saliency_dir / f"{image_id}{data_cfg.saliency_ext}"
 
 
+def ids_with_files(data_cfg, ids: list[str]) -> list[str]:
+    """The ids whose image (and, with ``data.image_labels = masks``, mask) file exists: what every
+    stage keeps of a split under ``data.missing = skip``."""
+    root = dataset_root(data_cfg)
+    needs_mask = data_cfg.image_labels == "masks"
+    kept = [i for i in ids if image_path(data_cfg, root, i).is_file()
+            and (not needs_mask or mask_path(data_cfg, root, i).is_file())]
+    if len(kept) < len(ids):
+        log.warning("data.missing=skip: %d of %d ids of the split have no image%s and are skipped",
+                    len(ids) - len(kept), len(ids), " or mask" if needs_mask else "")
+    return kept
+
+
 def load_image_labels(data_cfg, info: DatasetInfo, ids: list[str]) -> dict[str, np.ndarray]:
     """Image-level labels of ``ids`` (in order) from the source named by ``data.image_labels``:
     ``masks``, ``json``, ``npy`` or ``txt``. Returns ``{id: (C,) float32 multi-hot}``."""

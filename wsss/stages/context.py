@@ -54,11 +54,17 @@ class StageContext:
         return out
 
     def split_ids(self, split: str) -> list[str]:
-        """The ids of ``split`` (a split name of the dataset, or a list file)."""
+        """The ids of ``split`` (a split name of the dataset, or a list file); under
+        ``data.missing = skip`` those without an image file are left out, as the datasets do."""
         if not self.cfg.data.root:
             raise ConfigError("config key 'data.root' is empty: give the dataset folder, "
                               "e.g. --set data.root=/data/VOC2012")
-        return read_split(resolve_split(self.cfg.data, split))
+        ids = read_split(resolve_split(self.cfg.data, split))
+        if self.cfg.data.missing == "skip":
+            from wsss.data.voc import ids_with_files   # torch-free stages import it only here
+
+            ids = ids_with_files(self.cfg.data, ids)
+        return ids
 
     def record(self, stage: str, device: str = "cpu", world_size: int = 1) -> None:
         """Write the resolved config and provenance (version, commit, device, world size)."""

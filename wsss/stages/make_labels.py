@@ -47,6 +47,7 @@ bilinear resize). Ids are sharded by RANK / WORLD_SIZE, done ids are skipped unl
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +75,8 @@ from wsss.stages.context import StageContext
 from wsss.stages.offline import env_shard, require_dir, require_files, summary_path, write_summary
 
 METHODS = ("eps", "cam", "nsrom", "nsrm", "saliency")
+
+log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------- rules on arrays
@@ -310,6 +313,12 @@ def _jobs(ctx: StageContext, ids: Sequence[str], todo: set[str], out: Path) -> l
                                                                     and bool(lc.thr_by_saliency))
     data_root = dataset_root(cfg.data)
     root = data_root if reads_saliency else None
+    if root is not None and cfg.data.missing == "skip":
+        have = [i for i in ids if saliency_path(cfg.data, root, i).is_file()]
+        if len(have) < len(ids):
+            log.warning("data.missing=skip: %d of %d ids have no saliency map and get no label",
+                        len(ids) - len(have), len(ids))
+        ids, make = have, [i for i in make if i in set(have)]
     folders: dict[str, Path] = {}
     if lc.method in ("eps", "cam"):
         folders["cams"] = require_dir(ctx.path(lc.cams), "labels.cams", "run `wsss cams` first")
