@@ -287,3 +287,25 @@ def test_weights_of_another_network_are_refused(tmp_path):
     own = tmp_path / "own.pth"
     torch.save(create_backbone("efficientnet_lite0", 16).state_dict(), own)
     assert create_backbone("efficientnet_lite0", 16, str(own)).load_report.missing == []
+
+
+def test_crafted_mxnet_headers_are_one_line_errors_before_any_allocation(tmp_path):
+    from wsss.models.mxnet_params import read_mxnet_params
+
+    def crafted(shape_fmt: str, dims: tuple, ndim: int, name: bytes = b"arg:x") -> bytes:
+        blob = struct.pack("<QQQ", 0x112, 0, 1)
+        blob += struct.pack("<Ii", 0xF993FAC9, 0) + struct.pack("<i", ndim) + struct.pack(shape_fmt, *dims)
+        blob += struct.pack("<iii", 1, 0, 0) + b"\0" * 16
+        return blob + struct.pack("<Q", 1) + struct.pack("<Q", len(name)) + name
+
+    cases = {
+        "negative": (crafted("<2q", (-4, 3), 2), "invalid shape"),
+        "overflow": (crafted("<3q", (2 ** 40, 2 ** 40, 2 ** 40), 3), "needs .* bytes but only"),
+        "many dims": (crafted("<q", (1,), 10 ** 6), "claims 1000000 dimensions"),
+        "name": (crafted("<1q", (4,), 1, name=b"\xff\xfe"), "not UTF-8"),
+    }
+    for what, (blob, message) in cases.items():
+        path = tmp_path / f"{what.replace(' ', '_')}.params"
+        path.write_bytes(blob)
+        with pytest.raises(DataError, match=message):
+            read_mxnet_params(path)

@@ -73,6 +73,8 @@ def _read_ndarray(r: _Reader, index: int) -> np.ndarray | None:
             raise DataError(f"{r.path}: array #{index} has sparse storage type {stype}; "
                             f"only dense arrays are supported")
         ndim = r.i32()
+        if ndim > 32:
+            raise DataError(f"{r.path}: array #{index} claims {ndim} dimensions; not a valid .params file")
         if ndim <= 0 and not (magic == NDARRAY_V3_MAGIC and ndim == 0):
             return None  # "none" array: nothing else stored
         shape = r.unpack(f"<{ndim}q") if ndim else ()
@@ -80,6 +82,8 @@ def _read_ndarray(r: _Reader, index: int) -> np.ndarray | None:
         ndim = r.u32()
         if ndim == 0:
             return None
+        if ndim > 32:
+            raise DataError(f"{r.path}: array #{index} claims {ndim} dimensions; not a valid .params file")
         shape = r.unpack(f"<{ndim}q")
     else:  # legacy: the magic is ndim, dims are uint32
         ndim = magic
@@ -94,7 +98,14 @@ def _read_ndarray(r: _Reader, index: int) -> np.ndarray | None:
     if type_flag not in DTYPES:
         raise DataError(f"{r.path}: array #{index} has unsupported type flag {type_flag}")
     dtype = np.dtype(DTYPES[type_flag]).newbyteorder("<")
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if ndim > 32 or any(d < 0 for d in shape):
+        raise DataError(f"{r.path}: array #{index} has an invalid shape {tuple(shape)}; not a valid .params file")
+    count = 1
+    for d in shape:   # Python integers: a product too large for the file cannot overflow unnoticed
+        count *= int(d)
+    if count * dtype.itemsize > len(r.data) - r.pos:
+        raise DataError(f"{r.path}: array #{index} of shape {tuple(shape)} needs {count * dtype.itemsize} bytes "
+                        f"but only {len(r.data) - r.pos} remain: truncated or not a .params file")
     raw = r.take(count * dtype.itemsize)
     return np.frombuffer(raw, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
@@ -116,7 +127,10 @@ def read_mxnet_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
     n_names = r.u64()
     if n_names not in (0, count):
         raise DataError(f"{path}: {count} arrays but {n_names} names")
-    names = [r.take(r.u64()).decode("utf-8") for _ in range(n_names)] or [str(i) for i in range(count)]
+    try:
+        names = [r.take(r.u64()).decode("utf-8") for _ in range(n_names)] or [str(i) for i in range(count)]
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: a parameter name is not UTF-8 text ({exc.reason}); not a valid .params file") from None
     return {name: arr for name, arr in zip(names, arrays) if arr is not None}
 
 
