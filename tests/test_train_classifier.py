@@ -251,6 +251,8 @@ def test_bad_settings_are_errors_that_name_the_key(tiny_voc, tmp_path):
         cfg = tiny_config(tiny_voc, tmp_path, "bad")
         cfg.data.root = ""
         _run(cfg)
+    with pytest.raises(ConfigError, match="train_cls.lr' must not be negative"):
+        _run(tiny_config(tiny_voc, tmp_path, "bad", lr=-1.0))
 
 
 def test_global_batchnorm_without_a_process_group_is_plain_batchnorm():

@@ -144,8 +144,8 @@ def check_classifier_config(cfg: Config) -> None:
             raise ConfigError(f"config key 'train_cls.square_size' must be positive, got {tc.square_size}")
     elif tc.iterations < 1:
         raise ConfigError(f"config key 'train_cls.iterations' must be at least 1, got {tc.iterations}")
-    if not tc.lr > 0:
-        raise ConfigError(f"config key 'train_cls.lr' must be positive, got {tc.lr}")
+    if not tc.lr >= 0:
+        raise ConfigError(f"config key 'train_cls.lr' must not be negative, got {tc.lr}")
     if tc.schedule not in ("poly", "step"):
         raise ConfigError(f"config key 'train_cls.schedule' must be poly or step, got {tc.schedule!r}")
     if not cfg.data.root:

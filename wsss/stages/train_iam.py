@@ -121,8 +121,8 @@ def check_iam_config(cfg: Config) -> None:
     """Errors for settings that cannot train (named by key)."""
     if cfg.iam.epochs < 1:
         raise ConfigError(f"config key 'iam.epochs' must be at least 1, got {cfg.iam.epochs}")
-    if not cfg.iam.lr > 0:
-        raise ConfigError(f"config key 'iam.lr' must be positive, got {cfg.iam.lr}")
+    if not cfg.iam.lr >= 0:
+        raise ConfigError(f"config key 'iam.lr' must not be negative, got {cfg.iam.lr}")
     if not cfg.data.root:
         raise ConfigError("config key 'data.root' is empty: give the dataset folder, "
                           "e.g. --set data.root=/data/VOC2012")

@@ -167,8 +167,8 @@ def check_segmenter_config(tcfg) -> None:
     """Errors for settings that cannot train (named by key)."""
     if tcfg.iterations < 1:
         raise ConfigError(f"config key 'train_seg.iterations' must be at least 1, got {tcfg.iterations}")
-    if not tcfg.lr > 0:
-        raise ConfigError(f"config key 'train_seg.lr' must be positive, got {tcfg.lr}")
+    if not tcfg.lr >= 0:
+        raise ConfigError(f"config key 'train_seg.lr' must not be negative, got {tcfg.lr}")
     if tcfg.accumulate < 1:
         raise ConfigError(f"config key 'train_seg.accumulate' must be at least 1, got {tcfg.accumulate}")
     if len(tcfg.scale_range) != 2 or not 0 < tcfg.scale_range[0] <= tcfg.scale_range[1]:
