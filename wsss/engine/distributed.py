@@ -146,15 +146,40 @@ def init_distributed(device: str = "auto", backend: str = "auto",
     return DistContext(rank, world_size, local_rank, dev, dist.get_backend())
 
 
+def _store_rendezvous(tag: str) -> None:
+    """Every rank signs ``tag`` in the job's key-value store and waits for all signatures: a
+    meeting point that, unlike a gloo barrier, leaves no message of the process group in flight."""
+    store = dist.distributed_c10d._get_default_store()
+    rank, world = dist.get_rank(), dist.get_world_size()
+    store.set(f"wsss/{tag}/{rank}", "1")
+    store.wait([f"wsss/{tag}/{r}" for r in range(world)])
+
+
 def cleanup(barrier_first: bool = True) -> None:
-    """End the job cleanly: barrier, then ``destroy_process_group``. No-op without a group."""
+    """End the job cleanly: barrier, then ``destroy_process_group``. No-op without a group.
+
+    With gloo, a rank that destroys its group while another rank is still finishing the barrier's
+    last message makes that rank abort ("terminate called without an active exception"); the
+    ranks therefore also meet in the store, then destroy, then meet once more before any of them
+    (rank 0 hosts the store) may exit."""
     if not dist.is_initialized():
         return
+    several = dist.get_world_size() > 1
     try:
         if barrier_first:
             barrier()
+        if several:
+            _store_rendezvous("before_destroy")
     finally:
+        store = dist.distributed_c10d._get_default_store() if several else None
+        rank, world = (dist.get_rank(), dist.get_world_size()) if several else (0, 1)
         dist.destroy_process_group()
+        if store is not None:
+            try:
+                store.set(f"wsss/destroyed/{rank}", "1")
+                store.wait([f"wsss/destroyed/{r}" for r in range(world)])
+            except (RuntimeError, OSError):
+                pass   # the job is over; rank 0's store may already be gone
 
 
 def get_rank() -> int:
