@@ -23,6 +23,11 @@ from wsss.errors import DataError
 IGNORE = 255
 
 
+def paths_overlap(a: Path, b: Path) -> bool:
+    """Whether two (resolved) paths are the same or one lies inside the other."""
+    return a == b or a in b.parents or b in a.parents
+
+
 TEMP_SUFFIX = ".tmp"
 #: Temp files are named ``.<target>.<pid>~<random>.tmp``: the writer's PID tells whether it is alive.
 TEMP_PID_END = "~"

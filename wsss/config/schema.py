@@ -15,7 +15,7 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"      # auto | cpu | cuda | cuda:N
     # NHWC (channels-last) tensors in training: auto = on CUDA only; "always" also speeds up the
-    # CPU (1.4x for a 2-core EfficientNet-Lite0 training step, benchmarks/RESULTS.md)
+    # CPU (1.37x for one EfficientNet-Lite0 training step on one thread, benchmarks/RESULTS.md)
     channels_last: Literal["auto", "always", "never"] = "auto"
 
 

@@ -84,8 +84,27 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     return path
 
 
-# What torch's weights-only unpickler says when a file references code (a global, a class, a reduce).
-_NEEDS_CODE = re.compile(r"global|reduce|find_class|Unsupported class|weights_only", re.IGNORECASE)
+# What torch's weights-only unpickler says when a file references code (a global, a class, a
+# reduce): in its one-line detail, or anywhere in its message ("unsupported GLOBAL ...").
+_CODE_IN_DETAIL = re.compile(r"global|reduce|class|find_class", re.IGNORECASE)
+_CODE_IN_MESSAGE = re.compile(r"global|reduce|find_class|unsupported class", re.IGNORECASE)
+
+
+def unpickling_needs_code(message: str) -> bool:
+    """Whether torch's weights-only unpickling error ``message`` says the file references code."""
+    return bool(_CODE_IN_DETAIL.search(unpickler_detail(message)) or _CODE_IN_MESSAGE.search(message))
+
+
+def unpickler_detail(message: str) -> str:
+    """The informative line of torch's weights-only error message."""
+    marker = "WeightsUnpickler error:"
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    for i, line in enumerate(lines):
+        if marker in line:
+            rest = line.split(marker, 1)[1].strip() or (lines[i + 1] if i + 1 < len(lines) else "")
+            if rest:
+                return rest.split(". ")[0]
+    return lines[0].split(". ")[0] if lines else "unpickling failed"
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -99,7 +118,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        if _NEEDS_CODE.search(str(exc)):
+        if unpickling_needs_code(str(exc)):
             raise CheckpointError(f"checkpoint {path} holds Python code or objects, which are not loaded for "
                                   f"safety (only tensors and plain containers are); it was not written by "
                                   f"wsss: delete it or restore wsss's own copy") from None

@@ -98,7 +98,7 @@ def _read_ndarray(r: _Reader, index: int) -> np.ndarray | None:
     if type_flag not in DTYPES:
         raise DataError(f"{r.path}: array #{index} has unsupported type flag {type_flag}")
     dtype = np.dtype(DTYPES[type_flag]).newbyteorder("<")
-    if ndim > 32 or any(d < 0 for d in shape):
+    if any(d < 0 for d in shape):
         raise DataError(f"{r.path}: array #{index} has an invalid shape {tuple(shape)}; not a valid .params file")
     count = 1
     for d in shape:   # Python integers: a product too large for the file cannot overflow unnoticed

@@ -19,6 +19,7 @@ from typing import Iterable, Mapping
 import torch
 from torch import nn
 
+from wsss.engine.checkpoint import unpickler_detail, unpickling_needs_code
 from wsss.errors import DataError, WsssError
 
 log = logging.getLogger(__name__)
@@ -86,22 +87,6 @@ def _unwrap(obj: object, path: Path) -> StateDict:
                     f"found {type(obj).__name__}")
 
 
-# What torch's weights-only unpickler says when a file references code (a global, a class, a reduce).
-_NEEDS_CODE = re.compile(r"global|reduce|class|find_class", re.IGNORECASE)
-
-
-def _unpickler_detail(message: str) -> str:
-    """The informative line of torch's weights-only error message."""
-    marker = "WeightsUnpickler error:"
-    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
-    for i, line in enumerate(lines):
-        if marker in line:
-            rest = line.split(marker, 1)[1].strip() or (lines[i + 1] if i + 1 < len(lines) else "")
-            if rest:
-                return rest.split(". ")[0]
-    return lines[0].split(". ")[0] if lines else "unpickling failed"
-
-
 def read_weight_file(path: str | os.PathLike) -> StateDict:
     """Read a weight file into ``{name: tensor}`` without running any code from it.
 
@@ -119,8 +104,8 @@ def read_weight_file(path: str | os.PathLike) -> StateDict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        detail = _unpickler_detail(str(exc))
-        if _NEEDS_CODE.search(detail):
+        detail = unpickler_detail(str(exc))
+        if unpickling_needs_code(str(exc)):
             raise UnsafeWeightsError(
                 f"refused to load {path}: unpickling it would need arbitrary code (only plain tensors "
                 f"and state dicts are loaded, with torch.load(weights_only=True)); if you trust the "

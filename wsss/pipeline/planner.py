@@ -25,10 +25,10 @@ from typing import Any, Callable
 from wsss.config import Config, apply_overrides, from_dict, to_dict
 from wsss.errors import ConfigError
 
-# Config sections each stage reads (besides `data`, read by every stage, and run.seed).
 #: A step name: it becomes file names under ``<run>/.steps`` and ``<run>/eval``.
 STEP_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 
+# Config sections each stage reads (besides `data`, read by every stage, and run.seed).
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "train_cls": ("model", "train_cls"),
     "train_iam": ("model", "train_cls", "iam"),

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wsss.config import Config
+from wsss.io import paths_overlap
 from wsss.pipeline.planner import Step
 from wsss.stages.context import StageContext
 
@@ -129,10 +130,6 @@ def territory(step: Step, output: Output) -> Path:
     return output.path
 
 
-def _overlaps(a: Path, b: Path) -> bool:
-    return a == b or a in b.parents or b in a.parents
-
-
 def placement_problems(ios: list[StepIO], run_dir: Path, dataset: Path | None = None) -> list[str]:
     """Outputs that lie outside the run directory, in (or around) the dataset, or inside another
     step's output: a fresh start of a step removes what it owns, which must never be anything else."""
@@ -147,14 +144,14 @@ def placement_problems(ios: list[StepIO], run_dir: Path, dataset: Path | None = 
                 problems.append(f"step {io.step.name!r}: its output {area} is not inside the run directory "
                                 f"{run_dir}: give it a folder name relative to the run directory")
                 continue
-            if dataset is not None and _overlaps(area, dataset):
+            if dataset is not None and paths_overlap(area, dataset):
                 problems.append(f"step {io.step.name!r}: its output {area} lies in or holds the dataset {dataset}")
                 continue
             for other, name in owned:
                 if name != io.step.name and area == other:
                     problems.append(f"steps {name!r} and {io.step.name!r} both write {area}: give one of "
                                     f"them another folder in its 'set' list")
-                elif name != io.step.name and _overlaps(area, other):
+                elif name != io.step.name and paths_overlap(area, other):
                     problems.append(f"steps {name!r} and {io.step.name!r} write into each other's folders "
                                     f"({other} and {area}): give one of them a folder of its own")
             owned.append((area, io.step.name))

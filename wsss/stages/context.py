@@ -15,7 +15,7 @@ from wsss.config import Config
 from wsss.data.splits import read_split, resolve_split
 from wsss.engine.runinfo import write_run_info
 from wsss.errors import ConfigError
-from wsss.io import remove_stale_temp_files
+from wsss.io import paths_overlap, remove_stale_temp_files
 
 
 def run_dir_for(cfg: Config, config_paths: Sequence[str | Path] = ()) -> Path:
@@ -47,7 +47,7 @@ class StageContext:
         if self.cfg.data.root:
             data = Path(self.cfg.data.root).expanduser().resolve()
             target = out.resolve()
-            if target == data or data in target.parents or target in data.parents:
+            if paths_overlap(target, data):
                 raise ConfigError(f"{key} = {str(rel)!r} resolves to {target}, which lies in (or holds) the "
                                   f"dataset {data}: outputs go to the run directory, never into the data")
         remove_stale_temp_files(out)

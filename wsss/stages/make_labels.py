@@ -232,15 +232,14 @@ def _make_label(job: LabelJob, params: LabelParams) -> np.ndarray:
                            att_thr=params.be_att_thr, t_bg=params.pom_t_bg,
                            min_fraction=params.min_fraction)
     if method == "saliency":
-        saliency = read_saliency(job.saliency)
-        maps = None
-        if job.cams is not None and len(job.classes) > 1:
-            map_classes, cams = read_maps(job.cams)
-            if sorted(map_classes) != sorted(job.classes):
-                raise DataError(f"map file {job.cams} has classes {map_classes} but the image is labelled "
-                                f"{list(job.classes)}")
-            saliency = read_saliency_as(job.saliency, cams.shape[1:], params.resize_saliency)
-            maps = cams[[map_classes.index(c) for c in job.classes]]
+        if job.cams is None or len(job.classes) < 2:
+            return saliency_label(read_saliency(job.saliency), job.classes, None, params.saliency_thr)
+        map_classes, cams = read_maps(job.cams)
+        if sorted(map_classes) != sorted(job.classes):
+            raise DataError(f"map file {job.cams} has classes {map_classes} but the image is labelled "
+                            f"{list(job.classes)}")
+        saliency = read_saliency_as(job.saliency, cams.shape[1:], params.resize_saliency)
+        maps = cams[[map_classes.index(c) for c in job.classes]]
         return saliency_label(saliency, job.classes, maps, params.saliency_thr)
     if method == "nsrm":
         pred = read_label(job.pred, "round-1 prediction")
@@ -318,7 +317,8 @@ def _jobs(ctx: StageContext, ids: Sequence[str], todo: set[str], out: Path) -> l
         if len(have) < len(ids):
             log.warning("data.missing=skip: %d of %d ids have no saliency map and get no label",
                         len(ids) - len(have), len(ids))
-        ids, make = have, [i for i in make if i in set(have)]
+        kept = set(have)
+        ids, make = have, [i for i in make if i in kept]
     folders: dict[str, Path] = {}
     if lc.method in ("eps", "cam"):
         folders["cams"] = require_dir(ctx.path(lc.cams), "labels.cams", "run `wsss cams` first")
